@@ -1,0 +1,149 @@
+"""Model references: shipped aliases, local paths, hub ids, the shipped tiny model.
+
+Resolution order for a string: a shipped alias, an existing local path (a ``config.json`` file or a model
+directory), then a hub id, read from the local Hugging Face cache first and from the hub only when it is
+reachable. Offline, a hub id that is not cached fails at once with one line naming the alternatives.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import InvalidArgumentError, ModelNotFoundError, UnsupportedModelError
+
+log = logging.getLogger("runprof")
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+TINY_MOE_DIR = Path(__file__).parent / "tiny_moe"
+DEFAULT_MODEL = "tiny-moe"
+
+
+@dataclass(frozen=True)
+class Alias:
+    hub_id: str
+    config_file: str  # in runprof/models/configs/
+
+
+ALIASES: dict[str, Alias] = {
+    "mixtral": Alias("mistralai/Mixtral-8x7B-Instruct-v0.1", "mixtral-8x7b-v0.1.json"),
+    "mixtral-8x7b": Alias("mistralai/Mixtral-8x7B-v0.1", "mixtral-8x7b-v0.1.json"),
+    "mixtral-8x22b": Alias("mistralai/Mixtral-8x22B-v0.1", "mixtral-8x22b-v0.1.json"),
+    "qwen3-30b-a3b": Alias("Qwen/Qwen3-30B-A3B", "qwen3-30b-a3b.json"),
+    "qwen1.5-moe": Alias("Qwen/Qwen1.5-MoE-A2.7B", "qwen1.5-moe-a2.7b.json"),
+    "olmoe": Alias("allenai/OLMoE-1B-7B-0924", "olmoe-1b-7b-0924.json"),
+    "deepseek-v2-lite": Alias("deepseek-ai/DeepSeek-V2-Lite", "deepseek-v2-lite.json"),
+    "gpt-oss-20b": Alias("openai/gpt-oss-20b", "gpt-oss-20b.json"),
+    "mistral-7b": Alias("mistralai/Mistral-7B-Instruct-v0.2", "mistral-7b-instruct-v0.2.json"),
+    "llama-2-7b": Alias("meta-llama/Llama-2-7b-hf", "llama-2-7b-hf.json"),
+    "tanuki-8x8b": Alias("weblab-GENIAC/Tanuki-8x8B-dpo-v1.0", "tanuki-8x8b.json"),
+}
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A resolved reference: where the config comes from and where weights might be."""
+
+    name: str  # as the user wrote it
+    kind: str  # "alias", "shipped", "file", "dir", "hub"
+    config_source: str  # a path or a hub id
+    weights_source: str | None  # a directory or hub id that may hold weights
+
+
+def hub_offline() -> bool:
+    """True when the Hugging Face hub cannot be reached (HF_HUB_OFFLINE set, or no DNS/route)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return True
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=2).close()
+    except OSError:
+        return True
+    return False
+
+
+def resolve(ref: str | os.PathLike[str] | None) -> ModelRef:
+    """Resolve a model reference (``None`` means the shipped default model).
+
+    >>> resolve("mixtral").hub_id if False else resolve("mixtral").kind
+    'alias'
+    """
+    if ref is None or str(ref) == DEFAULT_MODEL:
+        return ModelRef(DEFAULT_MODEL, "shipped", str(TINY_MOE_DIR), str(TINY_MOE_DIR))
+    text = str(ref)
+    if text in ALIASES:
+        alias = ALIASES[text]
+        return ModelRef(text, "alias", str(CONFIG_DIR / alias.config_file), alias.hub_id)
+    path = Path(text).expanduser()
+    if path.is_file():
+        return ModelRef(text, "file", str(path), None)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelNotFoundError(f"{text}: directory has no config.json; pass a model directory or a config.json file")
+        return ModelRef(text, "dir", str(path / "config.json"), str(path))
+    looks_like_path = text.startswith((".", "/", "~")) or text.endswith(".json") or os.sep in text and text.count("/") > 1
+    if looks_like_path or not text or text.count("/") > 1:
+        raise ModelNotFoundError(
+            f"{text}: no such file or directory; pass a config.json, a model directory, a hub id "
+            f"(org/name) or an alias ({', '.join(sorted(ALIASES))})"
+        )
+    if "/" not in text:
+        raise ModelNotFoundError(
+            f"{text!r} is not a known alias, local path or hub id (org/name); aliases: "
+            f"{', '.join([DEFAULT_MODEL, *sorted(ALIASES)])}"
+        )
+    return ModelRef(text, "hub", text, text)
+
+
+def _read_json(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise InvalidArgumentError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}); pass a config.json") from e
+    except OSError as e:
+        raise ModelNotFoundError(f"{path}: cannot read ({e.strerror})") from e
+    if not isinstance(data, dict):
+        raise InvalidArgumentError(f"{path}: a config.json holds a JSON object, this holds {type(data).__name__}")
+    return data
+
+
+def load_config(ref: str | os.PathLike[str] | None) -> tuple[Any, ModelRef]:
+    """The transformers config for a reference, offline when the reference is local or shipped."""
+    from transformers import AutoConfig
+
+    mref = resolve(ref)
+    if mref.kind == "hub":
+        return _hub_config(mref), mref
+    data = _read_json(mref.config_source)
+    model_type = data.get("model_type")
+    if not model_type:
+        raise UnsupportedModelError(f"{mref.config_source}: no 'model_type' key; is this a transformers config.json?")
+    try:
+        config = AutoConfig.from_pretrained(mref.config_source)
+    except (ValueError, KeyError) as e:
+        raise UnsupportedModelError(
+            f"{mref.config_source}: model_type {model_type!r} is not known to this transformers "
+            f"version; upgrade transformers or check the config"
+        ) from e
+    return config, mref
+
+
+def _hub_config(mref: ModelRef) -> Any:
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(mref.config_source, local_files_only=True)
+    except (OSError, ValueError) as cached_error:
+        if hub_offline():
+            raise ModelNotFoundError(
+                f"{mref.name}: not in the local Hugging Face cache and the hub is unreachable; use an alias "
+                f"({', '.join(sorted(ALIASES))}), a local config.json or model directory"
+            ) from cached_error
+    try:
+        return AutoConfig.from_pretrained(mref.config_source)
+    except (OSError, ValueError) as e:
+        raise ModelNotFoundError(f"{mref.name}: cannot load its config from the hub ({str(e).splitlines()[0]})") from e

@@ -1,0 +1,178 @@
+"""Finding MoE layers: experts modules, their routers, the top-k each router holds.
+
+Rules, in order (rule 6 of STYLE: metadata before heuristics):
+
+1. an adapter registered for the experts module's class (``runprof.moe.adapters``);
+2. transformers' own marker: ``@use_experts_implementation`` sets ``is_concatenated`` and
+   ``_is_expert_parallel`` on every experts instance;
+3. a module whose own parameters are all 3-D or more with one shared leading dimension E >= 2 (fused
+   experts of a model that does not use the decorator).
+
+The router of an experts module is searched in the MoE block (the experts module's parent): a module of a
+class the model declares in ``_can_record_outputs["router_logits"]``, else a child named like a router.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from .adapters import Adapter, adapter_for
+
+log = logging.getLogger("runprof")
+
+_LAYER_INDEX = re.compile(r"\.(\d+)(?:\.|$)")
+_ROUTER_CHILD_NAMES = ("gate", "router", "w_gate", "switch", "moe_gate", "gating", "mlp_router")
+_TOP_K_ATTRS = ("top_k", "num_experts_per_tok", "topk", "k", "moe_top_k", "num_selected_experts", "top_k_experts")
+_CONFIG_TOP_K = ("num_experts_per_tok", "moe_top_k", "top_k", "num_selected_experts", "moe_k", "top_k_experts")
+
+
+@dataclass
+class MoELayer:
+    """A live MoE block of a model (holds module references; not a result)."""
+
+    name: str  # the block's qualified name, e.g. "model.layers.3.mlp"
+    layer_index: int | None
+    block: nn.Module
+    experts_name: str
+    experts: nn.Module
+    router_name: str | None
+    router: nn.Module | None
+    num_experts: int
+    params_per_expert: int
+    adapter: Adapter
+    rule: str
+
+    @property
+    def top_k(self) -> int | None:
+        """Top-k as the objects hold it now (router, then block, then experts)."""
+        return self.adapter.read_top_k(self)
+
+
+def layer_index(name: str) -> int | None:
+    """The first integer path component of a qualified module name (the decoder layer index)."""
+    m = _LAYER_INDEX.search("." + name)
+    return int(m.group(1)) if m else None
+
+
+def config_top_k(config: Any) -> int | None:
+    """Top-k as the config says, from the field this architecture uses (text sub-config included)."""
+    for cfg in (config, getattr(config, "text_config", None)):
+        if cfg is None:
+            continue
+        for attr in _CONFIG_TOP_K:
+            value = getattr(cfg, attr, None)
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+    return None
+
+
+def _declared_router_classes(model: nn.Module) -> tuple[type, ...]:
+    classes: list[type] = []
+    for m in model.modules():
+        recorders = getattr(type(m), "_can_record_outputs", None) or {}
+        spec = recorders.get("router_logits") if isinstance(recorders, dict) else None
+        for item in spec if isinstance(spec, (list, tuple)) else [spec]:
+            cls = getattr(item, "target_class", item)
+            if isinstance(cls, type) and cls not in classes:
+                classes.append(cls)
+    return tuple(classes)
+
+
+def _is_decorated_experts(module: nn.Module) -> bool:
+    return hasattr(module, "_is_expert_parallel") and hasattr(module, "is_concatenated")
+
+
+def _fused_leading_dim(module: nn.Module) -> int | None:
+    params = list(module.parameters(recurse=False))
+    if not params or any(p.dim() < 3 for p in params):
+        return None
+    dims = {p.shape[0] for p in params}
+    return dims.pop() if len(dims) == 1 and min(p.shape[0] for p in params) >= 2 else None
+
+
+def experts_size(experts: nn.Module, num_experts: int) -> int:
+    """Params of one routed expert: Σ numel of the experts module's tensors ÷ E (biases included)."""
+    total = sum(_logical_numel(p) for p in experts.parameters())
+    return total // num_experts
+
+
+def _logical_numel(p: Any) -> int:
+    from ..static.quant import logical_numel
+
+    return logical_numel(p)
+
+
+def _find_router(block: nn.Module, experts: nn.Module, declared: tuple[type, ...], num_experts: int) -> tuple[str | None, nn.Module | None]:
+    candidates = [(n, m) for n, m in block.named_modules() if m is not block and m is not experts and n]
+    for n, m in candidates:
+        if declared and isinstance(m, declared):
+            return n, m
+    for n, m in candidates:
+        if n in _ROUTER_CHILD_NAMES:
+            w = getattr(m, "weight", None)
+            if w is not None and w.dim() == 2 and num_experts in tuple(w.shape):
+                return n, m
+    for n, m in candidates:
+        if "Router" in type(m).__name__ or "TopK" in type(m).__name__:
+            return n, m
+    return None, None
+
+
+def find_moe_layers(model: nn.Module) -> list[MoELayer]:
+    """Every MoE block of ``model``, in module order.
+
+    >>> from transformers import MixtralConfig, AutoModelForCausalLM
+    >>> import torch
+    >>> cfg = MixtralConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    ...                     num_attention_heads=4, num_key_value_heads=2, vocab_size=128)
+    >>> with torch.device("meta"):
+    ...     m = AutoModelForCausalLM.from_config(cfg)
+    >>> [(x.name, x.num_experts, x.top_k) for x in find_moe_layers(m)]
+    [('model.layers.0.mlp', 8, 2), ('model.layers.1.mlp', 8, 2)]
+    """
+    declared = _declared_router_classes(model)
+    modules = dict(model.named_modules())
+    layers: list[MoELayer] = []
+    claimed: set[int] = set()
+    for name, module in modules.items():
+        if id(module) in claimed:
+            continue
+        adapter = adapter_for(module)
+        if adapter is not None:
+            rule = f"adapter {adapter.name}"
+            num_experts = adapter.num_experts(module)
+        elif _is_decorated_experts(module):
+            adapter, rule = adapter_for(None), "@use_experts_implementation"
+            num_experts = getattr(module, "num_experts", None) or _fused_leading_dim(module) or 0
+        else:
+            lead = _fused_leading_dim(module)
+            if lead is None:
+                continue
+            adapter, rule, num_experts = adapter_for(None), "fused 3-D parameters", lead
+        if not num_experts:
+            continue
+        block_name = name.rsplit(".", 1)[0] if "." in name else ""
+        block = modules[block_name]
+        router_rel, router = adapter.find_router(block, module, declared, num_experts, _find_router)
+        claimed.update(id(m) for m in module.modules())
+        layers.append(
+            MoELayer(
+                name=block_name,
+                layer_index=layer_index(name),
+                block=block,
+                experts_name=name,
+                experts=module,
+                router_name=None if router_rel is None else f"{block_name}.{router_rel}".lstrip("."),
+                router=router,
+                num_experts=int(num_experts),
+                params_per_expert=adapter.params_per_expert(module, int(num_experts)),
+                adapter=adapter,
+                rule=rule,
+            )
+        )
+        log.debug("MoE layer %s: experts %s via %s", block_name, name, rule)
+    return layers

@@ -1,0 +1,1 @@
+"""Renderers: text tables, JSON and plots. The only place numbers become strings."""

@@ -1,0 +1,186 @@
+"""``count_params``: exact static counts from ``named_parameters()``, on any device, meta included."""
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import InvalidArgumentError, UnsupportedModelError
+from ..moe.discovery import MoELayer, config_top_k, find_moe_layers, layer_index
+from ..results import GROUPS, ByteCounts, CountResult, ModelInfo, MoEInfo, MoELayerInfo, ParamCounts
+from .groups import fold_layers, group_parameters
+from .quant import dtype_name, logical_numel, tensor_bytes
+
+log = logging.getLogger("runprof")
+
+ModelLike = Any  # nn.Module | PretrainedConfig | str | os.PathLike | dict
+
+
+def build_meta_model(config: Any, dtype: torch.dtype | None = None) -> nn.Module:
+    """The causal LM for ``config`` on the meta device: shapes and dtypes, no storage.
+
+    Uses ``torch.device("meta")`` rather than ``accelerate.init_empty_weights`` (which allocates fused
+    experts on the CPU first and unties some lm_heads).
+    """
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {} if dtype is None else {"dtype": dtype}
+    try:
+        with torch.device("meta"):
+            return AutoModelForCausalLM.from_config(config, **kwargs)
+    except ValueError as e:
+        model_type = getattr(config, "model_type", "?")
+        raise UnsupportedModelError(
+            f"model_type {model_type!r} has no causal-LM class in this transformers version "
+            f"({type(config).__name__}); runprof counts causal LMs"
+        ) from e
+
+
+def _as_model(obj: ModelLike, dtype: torch.dtype | None) -> tuple[nn.Module, str]:
+    if isinstance(obj, nn.Module):
+        cfg = getattr(obj, "config", None)
+        return obj, getattr(cfg, "_name_or_path", "") or type(obj).__name__
+    from transformers import PretrainedConfig
+
+    if isinstance(obj, PretrainedConfig):
+        return build_meta_model(obj, dtype), getattr(obj, "_name_or_path", "") or obj.model_type
+    if isinstance(obj, dict):
+        from transformers import AutoConfig
+
+        data = dict(obj)
+        model_type = data.pop("model_type", None)
+        if not model_type:
+            raise InvalidArgumentError("a config dict needs a 'model_type' key")
+        return build_meta_model(AutoConfig.for_model(model_type, **data), dtype), model_type
+    if isinstance(obj, (str, os.PathLike)):
+        from ..models.resolve import load_config
+
+        config, ref = load_config(obj)
+        return build_meta_model(config, dtype), ref.name
+    raise InvalidArgumentError(
+        f"count_params takes a model, a config, a config dict, a path or a hub id, not {type(obj).__name__}"
+    )
+
+
+def _moe_info(model: nn.Module, layers: list[MoELayer], groups: dict[str, str], unique: list[tuple[str, torch.Tensor]]) -> MoEInfo | None:
+    if not layers:
+        return None
+    infos = []
+    for layer in layers:
+        prefix = layer.name + "."
+        shared = sum(
+            logical_numel(p) for n, p in unique if n.startswith(prefix) and groups[n] == "shared_experts"
+        )
+        infos.append(
+            MoELayerInfo(
+                name=layer.name,
+                layer_index=layer.layer_index,
+                experts=layer.experts_name,
+                router=layer.router_name,
+                num_experts=layer.num_experts,
+                top_k=layer.top_k,
+                params_per_expert=layer.params_per_expert,
+                shared_params=shared,
+            )
+        )
+    moe_indices = {x.layer_index for x in infos}
+    decoder_indices = sorted({i for n, _ in unique if (i := layer_index(n)) is not None})
+    dense = tuple(i for i in decoder_indices if i not in moe_indices)
+    first = infos[0]
+    return MoEInfo(
+        moe_layers=len(infos),
+        num_experts=first.num_experts,
+        top_k=first.top_k,
+        top_k_config=config_top_k(getattr(model, "config", None)),
+        params_per_expert=first.params_per_expert,
+        dense_layers=dense,
+        shared_experts_params=sum(x.shared_params for x in infos),
+        layers=tuple(infos),
+    )
+
+
+def active_per_token(
+    total: int, by_group: dict[str, int], layers: list[MoELayer] | tuple[MoELayerInfo, ...], tied: bool,
+    top_ks: list[int] | None = None,
+) -> dict[str, int]:
+    """Active params per token under each convention, with each layer's k (router's unless given).
+
+    ``all`` = total − Σ_layers (E − k) × params per expert; ``exclude_input_embedding`` drops the input
+    embedding (kept when it is tied to lm_head, since lm_head still uses it); ``exclude_embeddings`` drops
+    both embeddings and lm_head.
+    """
+    ks = top_ks if top_ks is not None else [x.top_k for x in layers]
+    inactive = 0
+    for layer, k in zip(layers, ks):
+        if k is None:
+            k = layer.num_experts
+        inactive += max(layer.num_experts - k, 0) * layer.params_per_expert
+    all_ = total - inactive
+    input_emb = 0 if tied else by_group["embeddings"]
+    return {
+        "all": all_,
+        "exclude_input_embedding": all_ - input_emb,
+        "exclude_embeddings": all_ - by_group["embeddings"] - by_group["lm_head"],
+    }
+
+
+def count_params(model_or_config: ModelLike, *, dtype: torch.dtype | None = None, name: str | None = None) -> CountResult:
+    """Exact static counts of a causal LM, from a model (any device, meta included) or a config.
+
+    ``model_or_config`` may be a model, a ``PretrainedConfig``, a config dict, a ``config.json`` path, a
+    model directory, an alias (``"mixtral"``) or a hub id (config only). Configs are built on the meta
+    device: no weights are read or allocated.
+
+    >>> from transformers import MixtralConfig
+    >>> r = count_params(MixtralConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    ...                                num_attention_heads=4, num_key_value_heads=2, vocab_size=128))
+    >>> r.params.by_group["routed_experts"]  # 2 layers x 8 experts x 3 x 32 x 64
+    98304
+    """
+    model, default_name = _as_model(model_or_config, dtype)
+    layers = find_moe_layers(model)
+    groups, unique, tied = group_parameters(model, layers)
+
+    by_group = dict.fromkeys(GROUPS, 0)
+    by_dtype: Counter[str] = Counter()
+    for n, p in unique:
+        by_group[groups[n]] += logical_numel(p)
+        by_dtype[dtype_name(p)] += tensor_bytes(p)
+    total = sum(by_group.values())
+    buffers = [b for _, b in model.named_buffers()]
+    tied_lm_head = _lm_head_tied(model)
+
+    config = getattr(model, "config", None)
+    first = next(iter(model.parameters()), None)
+    info = ModelInfo(
+        name=name or default_name,
+        class_name=type(model).__name__,
+        model_type=str(getattr(config, "model_type", "")),
+        dtype=dtype_name(first) if first is not None else "",
+        device=str(first.device) if first is not None else "",
+    )
+    params = ParamCounts(
+        total=total,
+        by_group=by_group,
+        active_per_token=active_per_token(total, by_group, layers, tied_lm_head),
+        tied=tuple(tied),
+        by_layer_pattern=fold_layers(unique),
+        buffers=sum(b.numel() for b in buffers),
+    )
+    nbytes = ByteCounts(
+        total=sum(by_dtype.values()),
+        by_dtype=dict(by_dtype),
+        buffers=sum(b.numel() * b.element_size() for b in buffers),
+    )
+    return CountResult(model=info, params=params, moe=_moe_info(model, layers, groups, unique), bytes=nbytes)
+
+
+def _lm_head_tied(model: nn.Module) -> bool:
+    if not (hasattr(model, "get_output_embeddings") and hasattr(model, "get_input_embeddings")):
+        return False
+    out, inp = model.get_output_embeddings(), model.get_input_embeddings()
+    return isinstance(out, nn.Module) and isinstance(inp, nn.Module) and getattr(out, "weight", None) is getattr(inp, "weight", 1)
