@@ -81,8 +81,13 @@ class Adapter:
         return owners
 
     def read_top_k(self, layer: MoELayer) -> int | None:
+        """k from the object the forward reads; the config's k when no object holds one."""
         owners = self.top_k_owners(layer)
-        return int(getattr(*owners[0])) if owners else None
+        return int(getattr(*owners[0])) if owners else layer.config_top_k
+
+    def bind(self, layer: MoELayer) -> Adapter:
+        """An adapter instance for one layer (adapters that need per-layer state return a copy)."""
+        return self
 
     def write_top_k(self, layer: MoELayer, k: int) -> list[tuple[str, int, int]]:
         """Set k where the forward reads it; return (attribute path, old, new) for each change."""
@@ -98,7 +103,8 @@ class Adapter:
         for obj, attr in owners:
             old = getattr(obj, attr)
             setattr(obj, attr, k)
-            path = layer.router_name if obj is layer.router else layer.experts_name if obj is layer.experts else layer.name
+            path = (layer.router_name if obj is layer.router else layer.experts_name if obj is layer.experts
+                    else layer.name if obj is layer.block else f"{layer.router_name}.config")
             changes.append((f"{path}.{attr}", int(old), k))
         return changes
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from torch import nn
 
+from . import builtin as _builtin  # noqa: F401  (registers the built-in adapters)
 from .adapters import Adapter, adapter_for
 
 log = logging.getLogger("runprof")
@@ -45,6 +46,7 @@ class MoELayer:
     params_per_expert: int
     adapter: Adapter
     rule: str
+    config_top_k: int | None = None
 
     @property
     def top_k(self) -> int | None:
@@ -86,12 +88,29 @@ def _is_decorated_experts(module: nn.Module) -> bool:
     return hasattr(module, "_is_expert_parallel") and hasattr(module, "is_concatenated")
 
 
-def _fused_leading_dim(module: nn.Module) -> int | None:
+_CONFIG_EXPERTS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts", "num_routed_experts")
+
+
+def config_num_experts(config: Any) -> int | None:
+    """The routed-expert count a config declares (text sub-configs and DBRX's ffn_config included)."""
+    for cfg in (config, getattr(config, "text_config", None), getattr(config, "ffn_config", None)):
+        for attr in _CONFIG_EXPERTS:
+            value = getattr(cfg, attr, None) if cfg is not None else None
+            if isinstance(value, int) and not isinstance(value, bool) and value > 1:
+                return value
+    return None
+
+
+def _fused_leading_dim(module: nn.Module, expected: int | None) -> int | None:
+    """E when every own parameter is >= 3-D with leading dim E, and E is the config's expert count
+    (which rules out convolution weights such as ``conv1d [C, 1, K]`` in linear-attention layers)."""
+    if isinstance(module, nn.modules.conv._ConvNd) or expected is None:
+        return None
     params = list(module.parameters(recurse=False))
     if not params or any(p.dim() < 3 for p in params):
         return None
-    dims = {p.shape[0] for p in params}
-    return dims.pop() if len(dims) == 1 and min(p.shape[0] for p in params) >= 2 else None
+    dims = {int(p.shape[0]) for p in params}
+    return expected if dims == {expected} else None
 
 
 def experts_size(experts: nn.Module, num_experts: int) -> int:
@@ -135,6 +154,9 @@ def find_moe_layers(model: nn.Module) -> list[MoELayer]:
     [('model.layers.0.mlp', 8, 2), ('model.layers.1.mlp', 8, 2)]
     """
     declared = _declared_router_classes(model)
+    config = getattr(model, "config", None)
+    expected = config_num_experts(config)
+    k_config = config_top_k(config)
     modules = dict(model.named_modules())
     layers: list[MoELayer] = []
     claimed: set[int] = set()
@@ -147,9 +169,9 @@ def find_moe_layers(model: nn.Module) -> list[MoELayer]:
             num_experts = adapter.num_experts(module)
         elif _is_decorated_experts(module):
             adapter, rule = adapter_for(None), "@use_experts_implementation"
-            num_experts = getattr(module, "num_experts", None) or _fused_leading_dim(module) or 0
+            num_experts = getattr(module, "num_experts", None) or _fused_leading_dim(module, expected) or 0
         else:
-            lead = _fused_leading_dim(module)
+            lead = _fused_leading_dim(module, expected)
             if lead is None:
                 continue
             adapter, rule, num_experts = adapter_for(None), "fused 3-D parameters", lead
@@ -172,7 +194,24 @@ def find_moe_layers(model: nn.Module) -> list[MoELayer]:
                 params_per_expert=adapter.params_per_expert(module, int(num_experts)),
                 adapter=adapter,
                 rule=rule,
+                config_top_k=k_config,
             )
         )
         log.debug("MoE layer %s: experts %s via %s", block_name, name, rule)
     return layers
+
+
+def check_readable(model: nn.Module, layers: list[MoELayer]) -> None:
+    """Raise when the config declares routed experts but no MoE layer could be read (never report 0)."""
+    from ..errors import UnsupportedModelError
+
+    n = config_num_experts(getattr(model, "config", None))
+    if layers or n is None:
+        return
+    candidates = sorted({type(m).__name__ for m in model.modules() if "moe" in type(m).__name__.lower()
+                         or "expert" in type(m).__name__.lower()})
+    raise UnsupportedModelError(
+        f"{type(model).__name__}: the config declares {n} experts but runprof found no MoE layer it can read "
+        f"(candidate classes: {', '.join(candidates) or 'none'}); register an adapter for the experts class "
+        "with runprof.moe.register_adapter"
+    )

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..errors import InvalidArgumentError, UnsupportedModelError
-from ..moe.discovery import MoELayer, config_top_k, find_moe_layers, layer_index
+from ..moe.discovery import MoELayer, check_readable, config_top_k, find_moe_layers, layer_index
 from ..results import GROUPS, ByteCounts, CountResult, ModelInfo, MoEInfo, MoELayerInfo, ParamCounts
 from .groups import fold_layers, group_parameters
 from .quant import dtype_name, logical_numel, tensor_bytes
@@ -143,6 +143,10 @@ def count_params(model_or_config: ModelLike, *, dtype: torch.dtype | None = None
     """
     model, default_name = _as_model(model_or_config, dtype)
     layers = find_moe_layers(model)
+    try:
+        check_readable(model, layers)
+    except UnsupportedModelError as e:
+        log.warning("%s; counts below treat it as dense", e)
     groups, unique, tied = group_parameters(model, layers)
 
     by_group = dict.fromkeys(GROUPS, 0)

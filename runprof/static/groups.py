@@ -19,7 +19,7 @@ from ..results import LayerPattern
 from .quant import logical_numel
 
 _NORM = re.compile(r"Norm")
-_ATTENTION = re.compile(r"Attention|Attn|Mamba|Mixer|DeltaNet|LinearAttention|SSM", re.IGNORECASE)
+_ATTENTION = re.compile(r"Attention|Attn|MLA$|Mamba|Mixer|DeltaNet|LinearAttention|SSM|ShortConv", re.IGNORECASE)
 _MLP = re.compile(r"MLP|FeedForward|FFN|Mlp|DenseActDense")
 _INDEX = re.compile(r"(?<=\.)\d+(?=\.|$)")
 

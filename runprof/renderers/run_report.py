@@ -1,0 +1,70 @@
+"""Text report of a tracked run: measured vs static active params, per-layer expert load, reconcile."""
+from __future__ import annotations
+
+from ..results import CONVENTIONS, TrackResult
+from .text import _table, human, human_bytes, n, pct
+
+
+def render_runtime(r: TrackResult) -> str:
+    rt = r.runtime
+    out = [f"tokens: prefill {n(rt.tokens.get('prefill', 0))}, decode {n(rt.tokens.get('decode', 0))} "
+           f"in {n(rt.forward_calls)} forward calls ({rt.wall_s:.2f} s)"]
+    rows = []
+    for conv in CONVENTIONS:
+        s, static = rt.active_params_per_token[conv], r.params.active_per_token[conv]
+        rows.append([conv, n(static), n(s.mean), n(s.min), n(s.max)])
+    out += ["", _table(rows, ["active params per token", "static", "measured mean", "min", "max"],
+                       ("left", "right", "right", "right", "right"))]
+    rows = [[phase, n(s.mean), n(s.min), n(s.max)] for phase, s in rt.active_params_per_token_by_phase.items()
+            if s.mean is not None]
+    if rows:
+        out += ["", _table(rows, ["by phase (all)", "mean", "min", "max"], ("left", "right", "right", "right"))]
+    if r.moe is not None:
+        e = rt.experts_per_token
+        k = rt.top_k
+        out += ["", f"experts per token per MoE layer: mean {n(e.mean)}, min {n(e.min)}, max {n(e.max)}; "
+                    f"top-k config {n(k['config'])}, router {n(k['router'])}, measured {n(k['measured'])}"]
+        out += ["", render_expert_load(r)]
+        decode = [s for s in rt.steps if s.phase == "decode"]
+        if decode:
+            mean_touched = sum(sum(s.experts_touched) for s in decode) / (len(decode) * max(len(rt.expert_load), 1))
+            out.append(f"decode steps: {len(decode)}, distinct experts touched per step and layer: {mean_touched:.2f} "
+                       f"of {r.moe.num_experts}")
+        out.append(f"params touched over the run: {n(rt.params_touched)} of {n(r.params.total)} "
+                   f"({pct(rt.params_touched, r.params.total)})")
+    if rt.unused_modules:
+        shown = ", ".join(rt.unused_modules[:8]) + (" ..." if len(rt.unused_modules) > 8 else "")
+        out += ["", f"modules with parameters that never ran ({len(rt.unused_modules)}): {shown}"]
+    rows = [[x.quantity, n(x.static), n(x.measured), n(x.delta), x.note] for x in r.reconcile]
+    out += ["", _table(rows, ["reconcile", "static", "measured", "delta", "note"],
+                       ("left", "right", "right", "right", "left"))]
+    if r.memory:
+        out += ["", render_memory(r.memory)]
+    if "weights_changed" in r.extra:
+        out += ["", "weights: " + ("CHANGED during the run" if r.extra["weights_changed"] else "unchanged (verified)")]
+    return "\n".join(out)
+
+
+def render_expert_load(r: TrackResult, max_experts: int = 16) -> str:
+    """Per-layer load share of each expert, with the uniform share 1/E beside it."""
+    loads = r.runtime.expert_load
+    if not loads:
+        return "expert load: no routing captured"
+    e = len(loads[0])
+    shown = min(e, max_experts)
+    rows = []
+    for name, load in zip(r.runtime.moe_layer_names, loads):
+        total = sum(load) or 1
+        shares = [f"{100 * x / total:.0f}" for x in load[:shown]]
+        rows.append([name, n(sum(load)), *shares, f"{100 * max(load) / total:.0f}"])
+    headers = ["expert load % (layer)", "assignments", *[f"e{i}" for i in range(shown)], "max"]
+    note = f"uniform share: {100 / e:.1f}% per expert" + (f" (first {shown} of {e} experts shown)" if shown < e else "")
+    return _table(rows, headers) + "\n" + note
+
+
+def render_memory(memory: dict) -> str:
+    rows = [[row["name"], human_bytes(row["bytes"]), row["source"], row.get("note", "")] for row in memory.get("rows", [])]
+    return _table(rows, ["memory", "size", "source", "note"], ("left", "right", "left", "left"))
+
+
+__all__ = ["render_runtime", "render_expert_load", "render_memory", "human"]

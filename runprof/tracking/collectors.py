@@ -1,0 +1,126 @@
+"""Collectors: the hook bodies. They append references to device tensors and Python ints, nothing more.
+
+Rules (DESIGN "Cheap"): O(1) Python per call, no host sync (no ``.item()``, ``.tolist()``, ``.cpu()``,
+no boolean-mask indexing, no printing a tensor), data stays on the model's device until ``stop()``.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..moe.discovery import MoELayer
+
+log = logging.getLogger("runprof")
+
+
+@dataclass
+class Step:
+    """One forward call of the tracked model: its phase, shape and token mask (on the model's device)."""
+
+    phase: str
+    batch: int
+    seq: int
+    mask: torch.Tensor | None  # bool [batch * seq], True for real (unpadded) tokens; None = all real
+
+
+class StepCollector:
+    """Forward pre-hook on the tracked model: one :class:`Step` per call.
+
+    A call that passes a cache object runprof has not seen yet is a prefill; later calls with the same
+    cache object are decode steps. A call without a cache is a prefill, and when it may create its own
+    cache (``use_cache`` not False), the next call's new cache object continues it (decode).
+    """
+
+    def __init__(self) -> None:
+        self.steps: list[Step] = []
+        self._caches: set[int] = set()
+        self._fresh = False
+
+    def __call__(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if not isinstance(ids, torch.Tensor):
+            ids = kwargs.get("inputs_embeds")
+        if not isinstance(ids, torch.Tensor) or ids.dim() < 2:
+            batch, seq = (1, int(ids.shape[0])) if isinstance(ids, torch.Tensor) else (0, 0)
+        else:
+            batch, seq = int(ids.shape[0]), int(ids.shape[1])
+        cache = kwargs.get("past_key_values")
+        if cache is None:
+            # the model may create its cache inside this call: the next unseen cache continues this sequence
+            phase, self._fresh = "prefill", kwargs.get("use_cache") is not False
+        else:
+            phase = "decode" if id(cache) in self._caches or self._fresh else "prefill"
+            self._caches.add(id(cache))
+            self._fresh = False
+        mask = kwargs.get("attention_mask")
+        flat = None
+        if isinstance(mask, torch.Tensor) and mask.dim() == 2 and mask.shape[0] == batch and mask.shape[1] >= seq:
+            flat = mask[:, mask.shape[1] - seq :].reshape(-1).bool()
+        self.steps.append(Step(phase, batch, seq, flat))
+
+    @property
+    def current(self) -> int:
+        """Index of the step in progress; a routing call seen before any step (a submodule called
+        directly) opens an implicit prefill step."""
+        if not self.steps:
+            self.steps.append(Step("prefill", 0, 0, None))
+        return len(self.steps) - 1
+
+
+@dataclass
+class LayerTrace:
+    """Routing captured for one MoE layer: per call, the step index, expert ids and weights."""
+
+    layer: MoELayer
+    steps: list[int] = field(default_factory=list)
+    ids: list[torch.Tensor] = field(default_factory=list)
+    weights: list[torch.Tensor | None] = field(default_factory=list)
+
+
+class RoutingCollector:
+    """Captures the expert ids each token used in one MoE layer, from the layer's adapter.
+
+    Installed as a forward pre-hook on the experts module (``capture == "experts_pre"``) or a forward hook
+    on the router (``"router_out"``). Ids are narrowed to int16 on the device (E < 32768) so long runs keep
+    little memory; nothing is read back until ``stop()``.
+    """
+
+    def __init__(self, layer: MoELayer, steps: StepCollector) -> None:
+        self.trace = LayerTrace(layer)
+        self._steps = steps
+        self._adapter = layer.adapter.bind(layer)
+        self._narrow = torch.int16 if layer.num_experts < 2**15 else torch.int32
+
+    def _record(self, captured: tuple[torch.Tensor, torch.Tensor | None] | None) -> None:
+        if captured is None:
+            return
+        ids, weights = captured
+        t = self.trace
+        t.steps.append(self._steps.current)
+        t.ids.append(ids.detach().reshape(-1, ids.shape[-1]).to(self._narrow))
+        t.weights.append(None if weights is None else weights.detach().reshape(-1, weights.shape[-1]))
+
+    def pre_hook(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self._record(self._adapter.from_experts_inputs(args, kwargs))
+
+    def post_hook(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
+        self._record(self._adapter.from_router_output(output))
+
+
+class ModuleCollector:
+    """Which modules with parameters ran: a pre-hook per module that removes itself on its first call."""
+
+    def __init__(self) -> None:
+        self.ran: set[str] = set()
+        self.handles: dict[str, Any] = {}
+
+    def hook_for(self, name: str):  # noqa: ANN201 - returns a hook closure
+        def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
+            self.ran.add(name)
+            self.handles[name].remove()
+
+        return hook
