@@ -1,4 +1,4 @@
 """Runtime tracking: ``track()`` and its collectors (the only code that registers hooks)."""
-from .tracker import Tracker, is_tracked, track
+from .tracker import RoutingTrace, Tracker, is_tracked, track
 
-__all__ = ["Tracker", "is_tracked", "track"]
+__all__ = ["RoutingTrace", "Tracker", "is_tracked", "track"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
@@ -16,10 +17,25 @@ from ..errors import TrackingError, UnsupportedModelError
 from ..moe.discovery import MoELayer, check_readable, config_top_k, find_moe_layers
 from ..results import TrackResult
 from ..static import count_params
-from .collectors import ModuleCollector, RoutingCollector, StepCollector
-from .summary import reconcile, summarize, to_cpu
+from .collectors import ModuleCollector, RoutingCollector, Step, StepCollector
+from .summary import LayerCalls, reconcile, summarize, to_cpu
 
 log = logging.getLogger("runprof")
+
+
+@dataclass(frozen=True)
+class RoutingTrace:
+    """Routing captured in one tracked run, on the CPU.
+
+    ``steps[i]`` is forward call i (phase, batch, seq, bool mask of real tokens or None). For layer j,
+    ``layers[j]`` holds one row per routed token: ``ids [N, k]`` (-1 = no expert), ``weights [N, k]`` or
+    None, ``step [N]``, ``position [N]`` (row inside its step: ``b * seq + t`` for a ``[batch, seq]`` call)
+    and ``real [N]`` (False for padding).
+    """
+
+    layer_names: tuple[str, ...]
+    steps: list[Step]
+    layers: list[LayerCalls]
 
 
 class Tracker:
@@ -54,6 +70,7 @@ class Tracker:
         self._memory: Any = None
         self._weights_before: Any = None
         self._t0 = 0.0
+        self._trace: RoutingTrace | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> Tracker:
@@ -133,6 +150,14 @@ class Tracker:
             stack.close()
 
     @property
+    def trace(self) -> RoutingTrace:
+        """The raw routing of the run on the CPU (per MoE layer: expert ids, weights, step, position,
+        padding), for ``runprof.routing`` statistics. Available after the tracked region ends."""
+        if self._result is None:
+            raise TrackingError("the trace exists after the tracked region ends")
+        return self._trace
+
+    @property
     def result(self) -> TrackResult:
         """The frozen result, after ``stop()`` or the end of the ``with`` block."""
         if self._result is None:
@@ -143,7 +168,11 @@ class Tracker:
     def _build(self, wall: float) -> TrackResult:
         steps = self.steps.steps
         calls = [to_cpu(rc.trace, steps) for rc in self.routing]
-        self.calls = calls
+        self._trace = RoutingTrace(
+            layer_names=tuple(layer.name for layer in self.layers),
+            steps=[Step(s.phase, s.batch, s.seq, None if s.mask is None else s.mask.cpu()) for s in steps],
+            layers=calls,
+        )
         unused: tuple[str, ...] = ()
         if self.options["modules"]:
             unused = tuple(n for n in self.module_collector.handles if n not in self.module_collector.ran)

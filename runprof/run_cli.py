@@ -1,0 +1,148 @@
+"""The main job: ``python -m runprof [MODEL] --prompt FILE`` runs ``generate()`` under ``runprof.track``."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import InvalidArgumentError
+
+EXIT_OK = 0
+
+
+def build_run_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m runprof",
+        description="Run generate() under runprof.track and report measured experts and active params per token. "
+                    "Subcommands: count, compare, bench, render (python -m runprof SUBCOMMAND -h).",
+    )
+    p.add_argument("model", nargs="?", default=None,
+                   help="alias (mixtral, olmoe, ...), model directory or hub id; default: runprof's shipped tiny MoE")
+    p.add_argument("--prompt", required=True, metavar="FILE", help="text file with the prompt")
+    p.add_argument("--lines", action="store_true", help="one prompt per line (a batch)")
+    p.add_argument("--max-new-tokens", type=int, default=32, metavar="N")
+    p.add_argument("--batch-size", type=int, default=None, metavar="B", help="repeat the prompt(s) to B rows")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
+    p.add_argument("--top-k", type=int, default=None, metavar="K", help="route each token to K experts (set_top_k)")
+    p.add_argument("--config-top-k", type=int, default=None, metavar="K",
+                   help="change only config.num_experts_per_tok after loading (shows that routers ignore it)")
+    p.add_argument("--json", metavar="PATH", help="write the result as JSON")
+    p.add_argument("--random-init", action="store_true", help="real architecture from its config, random weights")
+    p.add_argument("--num-layers", type=int, default=None, metavar="N", help="with --random-init: keep N layers")
+    p.add_argument("--verify-weights", action="store_true", help="fingerprint weights before and after the run")
+    p.add_argument("--no-memory", action="store_true", help="skip the memory ledger")
+    p.add_argument("-v", "--verbose", action="store_true", help="log runprof's decisions to stderr")
+    return p
+
+
+def read_prompts(path: str, lines: bool) -> list[str]:
+    """The prompt(s) in ``path``; an unreadable or empty file is an error."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InvalidArgumentError(f"--prompt {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InvalidArgumentError(f"--prompt {path}: cannot read it as UTF-8 text ({e})") from e
+    prompts = [line for line in text.splitlines() if line.strip()] if lines else ([text] if text.strip() else [])
+    if not prompts:
+        raise InvalidArgumentError(f"--prompt {path}: the file is empty")
+    return prompts
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if args.max_new_tokens < 1:
+        raise InvalidArgumentError(f"--max-new-tokens {args.max_new_tokens}: must be at least 1")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise InvalidArgumentError(f"--batch-size {args.batch_size}: must be at least 1")
+    for flag, value in (("--top-k", args.top_k), ("--config-top-k", args.config_top_k)):
+        if value is not None and value < 1:
+            raise InvalidArgumentError(f"{flag} {value}: must be at least 1")
+
+
+def _encode(loaded: Any, prompts: list[str], batch: int | None, device: Any, max_new: int) -> dict[str, Any]:
+    tok, model = loaded.tokenizer, loaded.model
+    if batch is not None:
+        prompts = (prompts * batch)[:batch]
+    enc = tok(prompts, return_tensors="pt", padding=True)
+    vocab = model.config.get_text_config().vocab_size
+    if int(enc["input_ids"].max()) >= vocab:
+        enc["input_ids"] = enc["input_ids"] % vocab  # shipped tokenizer on a model with a smaller vocabulary
+    limit = getattr(model.config.get_text_config(), "max_position_embeddings", None)
+    length = enc["input_ids"].shape[1]
+    if isinstance(limit, int) and length + max_new > limit:
+        raise InvalidArgumentError(
+            f"the prompt is {length} tokens and --max-new-tokens {max_new} would reach {length + max_new}, past the "
+            f"model's context of {limit} tokens; shorten the prompt or lower --max-new-tokens"
+        )
+    return {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+
+
+def _progress(total: int):  # noqa: ANN202 - a transformers LogitsProcessor
+    from tqdm.auto import tqdm
+    from transformers import LogitsProcessor
+
+    class Progress(LogitsProcessor):
+        """Advances a progress bar once per generated token (reads nothing from the device)."""
+
+        def __init__(self) -> None:
+            self.bar = tqdm(total=total, desc="generating", unit="tok", file=sys.stderr, leave=False)
+
+        def __call__(self, input_ids, scores):  # noqa: ANN001, ANN204
+            self.bar.update(1)
+            return scores
+
+    return Progress()
+
+
+def run_main(argv: Sequence[str]) -> int:
+    import logging
+
+    import torch
+
+    from . import set_top_k, track
+    from .models.loading import load_model, parse_device, parse_dtype
+    from .renderers.text import render_track
+
+    args = build_run_parser().parse_args(list(argv))
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="runprof: %(message)s")
+    _check_args(args)
+    prompts = read_prompts(args.prompt, args.lines)
+    device = parse_device(args.device)
+    t0 = time.perf_counter()
+    loaded = load_model(args.model, device=device, dtype=parse_dtype(args.dtype), random_init=args.random_init,
+                        num_layers=args.num_layers, on_start=lambda msg: print(msg + " ...", file=sys.stderr))
+    model = loaded.model
+    print(f"loaded in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    notes = list(loaded.notes)
+    if args.top_k is not None:
+        changes = set_top_k(model, args.top_k)
+        notes.append(f"set_top_k({args.top_k}) changed {len(changes)} attributes")
+    if args.config_top_k is not None:
+        model.config.get_text_config().num_experts_per_tok = args.config_top_k
+        notes.append(f"config.num_experts_per_tok set to {args.config_top_k} after loading (routers untouched)")
+    inputs = _encode(loaded, prompts, args.batch_size, device, args.max_new_tokens)
+    progress = _progress(args.max_new_tokens)
+    tok = loaded.tokenizer
+    with torch.inference_mode(), track(model, verify_weights=args.verify_weights,
+                                       memory=False if args.no_memory else None, name=loaded.ref.name) as t:
+        out = model.generate(**inputs, max_new_tokens=args.max_new_tokens, do_sample=False,
+                             pad_token_id=tok.pad_token_id, logits_processor=[progress])
+    progress.bar.close()
+    result = t.result
+    generated = tok.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    first_line = next((line for line in generated.splitlines() if line.strip()), "")
+    print(render_track(result))
+    for note in notes:
+        print(f"note: {note}")
+    print(f"generated (first line): {first_line!r}")
+    if args.json:
+        from .cli import _write_json
+
+        data = result.to_dict()
+        data.setdefault("extra", {})["notes"] = notes
+        data["extra"]["generated_first_line"] = first_line
+        _write_json(args.json, data)
+    return EXIT_OK
