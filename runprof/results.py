@@ -350,6 +350,10 @@ class TrackResult:
     def moe(self) -> MoEInfo | None:
         return self.static.moe
 
+    @property
+    def bytes(self) -> ByteCounts:
+        return self.static.bytes
+
     def to_dict(self) -> dict[str, Any]:
         d = self.static.to_dict()
         d["runtime"] = self.runtime.to_dict()

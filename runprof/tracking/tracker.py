@@ -42,8 +42,8 @@ class Tracker:
     """Records what a model does between ``start()`` and ``stop()`` (or inside ``with``).
 
     Options (keyword-only): ``routing`` captures expert ids per token in every MoE layer; ``modules``
-    records which modules with parameters ran; ``memory`` adds the memory ledger (default: on for CUDA
-    models); ``verify_weights`` fingerprints the state_dict before and after and reports any change.
+    records which modules with parameters ran; ``memory`` adds the memory ledger (default on; GPU rows
+    on CUDA models, process RSS on CPU); ``verify_weights`` fingerprints the state_dict before and after and reports any change.
     """
 
     def __init__(
@@ -122,10 +122,17 @@ class Tracker:
                 if any(True for _ in module.parameters(recurse=False)):
                     mc.handles[name] = module.register_forward_pre_hook(mc.hook_for(name))
                     stack.callback(mc.handles[name].remove)
-        if self.options["memory"]:
+        if self.options["memory"] is not False:
             from ..memory import MemoryCollector
 
             self._memory = stack.enter_context(MemoryCollector(self.model))
+            stack.enter_context(self.model.register_forward_hook(self._keep_cache))
+
+    def _keep_cache(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        """Keep a reference to the cache object the model returned (its tensors are measured at exit)."""
+        cache = getattr(output, "past_key_values", None)
+        if cache is not None:
+            self._memory.cache = cache
 
     def stop(self) -> TrackResult:
         """Remove every hook, then build and return the result (also kept as ``.result``)."""
@@ -191,7 +198,12 @@ class Tracker:
             diff = compare(self._weights_before, snapshot(self.model))
             extra["weights_changed"] = not diff.identical
             extra["weights_diff"] = diff.to_dict()
-        memory = self._memory.ledger(runtime_tokens=runtime.tokens) if self._memory is not None else None
+        memory = None
+        if self._memory is not None:
+            first = steps[0] if steps else None
+            self._memory.tokens_cached = first.batch * sum(s.seq for s in steps) if first is not None else 0
+            memory = self._memory.ledger()
+            self._memory.cache = None  # drop the reference: the cache belongs to the caller
         return TrackResult(
             static=self.static, runtime=runtime, reconcile=reconcile(self.static, runtime, calls),
             memory=memory, extra=extra,

@@ -1,0 +1,259 @@
+"""``runprof.routing.bench``: what each top-k costs and does, measured.
+
+For each k (set with :func:`runprof.set_top_k`, restored in a ``finally``) and batch size: warm-up runs,
+then repeated timed ``generate()`` runs under :func:`runprof.track`; tokens/s of prefill and decode
+(:mod:`runprof.routing.timing`), measured experts and active params per token vs the static figure,
+routing statistics of the first timed run, and the mean log-likelihood of the prompt under k.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import InvalidArgumentError, UnsupportedModelError
+from ..moe.discovery import find_moe_layers
+from ..moe.topk import set_top_k
+from ..results import ModelInfo, Stat
+from .likelihood import PromptScore, score_prompt
+from .stats import RoutingStats, routing_stats
+from .timing import TIMING_METHOD, Spread, StepClock
+
+log = logging.getLogger("runprof")
+SCHEMA = "runprof-bench/1"
+
+
+@dataclass(frozen=True)
+class BenchRun:
+    """One (top-k, batch size) cell: timings over ``repeats`` runs, what was measured, routing statistics."""
+
+    top_k: int
+    batch_size: int
+    tokens: dict[str, int]  # real tokens per run: {"prefill", "decode"}
+    prefill_s: tuple[float, ...]
+    decode_s: tuple[float, ...]
+    prefill_tokens_per_s: Spread
+    decode_tokens_per_s: Spread
+    experts_per_token: Stat
+    active_params_per_token: Stat
+    static_active_params_per_token: int
+    top_k_measured: int | None
+    score: PromptScore
+    routing: RoutingStats
+
+    def to_dict(self) -> dict[str, Any]:
+        routing = self.routing.to_dict()
+        for name, router in zip(routing, self.score.router or ()):
+            routing[name]["router_on_prompt"] = None if router is None else router.to_dict()
+        return {
+            "top_k": self.top_k, "batch_size": self.batch_size,
+            "experts_per_token": self.experts_per_token.to_dict(),
+            "active_params_per_token": self.active_params_per_token.to_dict(),
+            "static_active_params_per_token": self.static_active_params_per_token,
+            "top_k_measured": self.top_k_measured,
+            "prefill_tokens_per_s": self.prefill_tokens_per_s.to_dict(),
+            "decode_tokens_per_s": self.decode_tokens_per_s.to_dict(),
+            "tokens": dict(self.tokens), "prefill_s": list(self.prefill_s), "decode_s": list(self.decode_s),
+            "mean_logprob": self.score.mean_logprob, "score": self.score.to_dict(), "routing": routing,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BenchRun:
+        routing = {name: {k: v for k, v in layer.items() if k != "router_on_prompt"} for name, layer in d["routing"].items()}
+        return cls(
+            top_k=d["top_k"], batch_size=d["batch_size"], tokens=dict(d["tokens"]),
+            prefill_s=tuple(d["prefill_s"]), decode_s=tuple(d["decode_s"]),
+            prefill_tokens_per_s=Spread.from_dict(d["prefill_tokens_per_s"]),
+            decode_tokens_per_s=Spread.from_dict(d["decode_tokens_per_s"]),
+            experts_per_token=Stat.from_dict(d["experts_per_token"]),
+            active_params_per_token=Stat.from_dict(d["active_params_per_token"]),
+            static_active_params_per_token=d["static_active_params_per_token"],
+            top_k_measured=d["top_k_measured"], score=PromptScore.from_dict(d["score"]),
+            routing=RoutingStats.from_dict(routing),
+        )
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """Every cell of a bench, the model's own k and its prompt score, and how timing was done."""
+
+    model: ModelInfo
+    num_experts: int
+    top_k_original: int | None
+    top_k_restored: bool
+    prompt_tokens: int
+    max_new_tokens: int
+    warmup: int
+    repeats: int
+    reference: PromptScore  # the prompt scored at the model's own k
+    runs: tuple[BenchRun, ...]
+    timing_method: str = TIMING_METHOD
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA, "model": self.model.to_dict(), "num_experts": self.num_experts,
+            "top_k_original": self.top_k_original, "top_k_restored": self.top_k_restored,
+            "prompt_tokens": self.prompt_tokens, "max_new_tokens": self.max_new_tokens,
+            "warmup": self.warmup, "repeats": self.repeats, "timing_method": self.timing_method,
+            "mean_logprob_original": self.reference.mean_logprob, "reference": self.reference.to_dict(),
+            "runs": [r.to_dict() for r in self.runs],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BenchResult:
+        return cls(
+            model=ModelInfo.from_dict(d["model"]), num_experts=d["num_experts"],
+            top_k_original=d["top_k_original"], top_k_restored=d["top_k_restored"],
+            prompt_tokens=d["prompt_tokens"], max_new_tokens=d["max_new_tokens"], warmup=d["warmup"],
+            repeats=d["repeats"], reference=PromptScore.from_dict(d["reference"]),
+            runs=tuple(BenchRun.from_dict(r) for r in d["runs"]), timing_method=d["timing_method"],
+        )
+
+
+def check_bench_args(model: nn.Module, top_ks: Sequence[int], batch_sizes: Sequence[int], repeats: int,
+                     warmup: int, max_new_tokens: int, name: str | None = None) -> int:
+    """Validate the bench plan against the model; return the number of experts per layer (the smallest)."""
+    layers = find_moe_layers(model)
+    if not layers:
+        raise UnsupportedModelError(
+            f"{name or type(model).__name__} ({type(model).__name__}) is not a mixture-of-experts model: bench "
+            "compares top-k values; for a dense model use `python -m runprof MODEL --prompt FILE`")
+    e = min(layer.num_experts for layer in layers)
+    for label, values, low, high in (("--top-k", top_ks, 1, e), ("--batch-size", batch_sizes, 1, None)):
+        if not values:
+            raise InvalidArgumentError(f"{label}: give at least one value")
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, int) or v < low or (high is not None and v > high):
+                rng = f"{low}..{high} (this model has {e} experts per layer)" if high else f"at least {low}"
+                raise InvalidArgumentError(f"{label} {v!r}: expected an integer {rng}")
+        if len(set(values)) != len(values):
+            raise InvalidArgumentError(f"{label} {','.join(map(str, values))}: a value is repeated")
+    if repeats < 1 or warmup < 0:
+        raise InvalidArgumentError(f"--repeats {repeats} / --warmup {warmup}: expected repeats >= 1, warmup >= 0")
+    if max_new_tokens < 2:
+        raise InvalidArgumentError(f"--max-new-tokens {max_new_tokens}: expected at least 2 (one prefill, one decode)")
+    return e
+
+
+def bench(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    *,
+    top_ks: Sequence[int],
+    batch_sizes: Sequence[int] = (1,),
+    repeats: int = 3,
+    warmup: int = 1,
+    max_new_tokens: int = 16,
+    pad_token_id: int | None = None,
+    name: str | None = None,
+    on_generate: Callable[[str], None] | None = None,
+) -> BenchResult:
+    """Benchmark ``model`` at each top-k and batch size on one prompt (``input_ids``, ``[L]`` or ``[1, L]``).
+
+    The model's k is restored on every exit path. ``on_generate`` is called after each ``generate()``
+    (for a progress bar).
+
+    >>> from transformers import MixtralConfig, AutoModelForCausalLM
+    >>> model = AutoModelForCausalLM.from_config(MixtralConfig(hidden_size=32, intermediate_size=64,
+    ...     num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, vocab_size=128)).eval()
+    >>> r = bench(model, torch.arange(3, 19), top_ks=[1, 4], repeats=1, max_new_tokens=3)
+    >>> [(run.top_k, run.experts_per_token.min, run.experts_per_token.max) for run in r.runs]
+    [(1, 1, 1), (4, 4, 4)]
+    >>> r.top_k_restored, model.model.layers[0].mlp.gate.top_k
+    (True, 2)
+    """
+    e = check_bench_args(model, top_ks, batch_sizes, repeats, warmup, max_new_tokens, name)
+    device = next(model.parameters()).device
+    ids = input_ids.reshape(1, -1).to(device)
+    if ids.shape[1] < 2:
+        raise InvalidArgumentError(f"the prompt is {ids.shape[1]} token(s): bench needs at least 2")
+    layers = find_moe_layers(model)
+    k0 = layers[0].top_k
+    reference = score_prompt(model, ids, top_k=k0)
+    runs: list[BenchRun] = []
+    for k in top_ks:
+        changes = set_top_k(model, k)
+        try:
+            score = reference if k == k0 else score_prompt(model, ids, top_k=k)
+            for b in batch_sizes:
+                runs.append(_bench_cell(model, ids.repeat(b, 1), k, repeats, warmup, max_new_tokens,
+                                        pad_token_id, name, score, on_generate))
+        finally:
+            restore(model, changes)
+    restored = find_moe_layers(model)[0].top_k == k0
+    first = runs[0]
+    return BenchResult(model=first_model_info(model, name), num_experts=e, top_k_original=k0,
+                       top_k_restored=restored, prompt_tokens=int(ids.shape[1]), max_new_tokens=max_new_tokens,
+                       warmup=warmup, repeats=repeats, reference=reference, runs=tuple(runs)) if first else None
+
+
+def restore(model: nn.Module, changes: list[tuple[str, int, int]]) -> None:
+    """Undo :func:`set_top_k`: set every changed attribute back to its old value (last change first)."""
+    for path, old, _new in reversed(changes):
+        *parents, attr = path.split(".")
+        obj: Any = model
+        for part in parents:
+            obj = getattr(obj, part)
+        setattr(obj, attr, old)
+    log.info("restored %d top-k attributes", len(changes))
+
+
+def first_model_info(model: nn.Module, name: str | None) -> ModelInfo:
+    """Name, class, model_type, dtype and device of ``model``."""
+    p = next(model.parameters())
+    cfg = getattr(model, "config", None)
+    return ModelInfo(name or type(model).__name__, type(model).__name__, str(getattr(cfg, "model_type", "")),
+                     str(p.dtype).replace("torch.", ""), str(p.device))
+
+
+def _bench_cell(model: nn.Module, ids: torch.Tensor, k: int, repeats: int, warmup: int, new: int,
+                pad: int | None, name: str | None, score: PromptScore,
+                on_generate: Callable[[str], None] | None) -> BenchRun:
+    from .. import track
+
+    clock = StepClock(ids.device)
+    kwargs = dict(attention_mask=torch.ones_like(ids), max_new_tokens=new, min_new_tokens=new, do_sample=False,
+                  pad_token_id=pad, logits_processor=[clock.processor()])
+    label = f"k={k} batch={ids.shape[0]}"
+    with torch.inference_mode():
+        for _ in range(warmup):
+            model.generate(ids, **kwargs)
+            if on_generate:
+                on_generate(f"{label} warm-up")
+        results, prefill_s, decode_s, trace = [], [], [], None
+        for _ in range(repeats):
+            with track(model, memory=False, modules=False, name=name) as t:
+                clock.start()
+                model.generate(ids, **kwargs)
+            p, d = clock.prefill_decode_s()
+            prefill_s.append(p)
+            decode_s.append(d)
+            results.append(t.result)
+            trace = trace or t.trace
+            if on_generate:
+                on_generate(label)
+    rt = results[0].runtime
+    tokens = {"prefill": int(rt.tokens.get("prefill", 0)), "decode": int(rt.tokens.get("decode", 0))}
+    return BenchRun(
+        top_k=k, batch_size=int(ids.shape[0]), tokens=tokens, prefill_s=tuple(prefill_s), decode_s=tuple(decode_s),
+        prefill_tokens_per_s=Spread.of([tokens["prefill"] / s for s in prefill_s if s > 0]),
+        decode_tokens_per_s=Spread.of([tokens["decode"] / s for s in decode_s if s]),
+        experts_per_token=_merge([r.runtime.experts_per_token for r in results]),
+        active_params_per_token=_merge([r.runtime.active_params_per_token["all"] for r in results]),
+        static_active_params_per_token=results[0].params.active_per_token["all"],
+        top_k_measured=rt.top_k["measured"], score=score, routing=routing_stats(trace),
+    )
+
+
+def _merge(stats: list[Stat]) -> Stat:
+    """One Stat over runs of equal size: mean of means, min of mins, max of maxes."""
+    known = [s for s in stats if s.mean is not None]
+    if not known:
+        return Stat(None, None, None)
+    return Stat(sum(s.mean for s in known) / len(known), min(s.min for s in known), max(s.max for s in known))
+
+
+__all__ = ["BenchResult", "BenchRun", "SCHEMA", "bench", "check_bench_args", "restore"]

@@ -1,0 +1,107 @@
+"""Memory ledger: static rows by hand, null GPU rows on CPU, ledger arithmetic with injected readings."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import runprof
+from runprof.memory import GpuReadings, Reading, build_ledger, ledger_total, memory_ledger
+from runprof.memory.sources import Nvml
+
+from .moe_zoo import tiny_model
+
+
+def _rows(memory):
+    return {r["name"]: r for r in memory["rows"]}
+
+
+def test_cpu_track_has_memory_section_with_exact_weights():
+    model = tiny_model("mixtral")
+    with runprof.track(model) as t:
+        model.generate(torch.randint(3, 100, (1, 8)), max_new_tokens=4, min_new_tokens=4, do_sample=False,
+                       pad_token_id=0)
+    rows = _rows(t.result.memory)
+    unique = {id(p): p for p in model.parameters()}.values()
+    assert rows["weights"]["bytes"] == sum(p.numel() * p.element_size() for p in unique)
+    assert rows["weights"]["bytes"] == t.result.bytes.total
+    for name, row in rows.items():
+        if row["source"] in ("torch.cuda", "nvml"):
+            assert row["bytes"] is None and row["note"], name
+    assert rows["process_rss"]["bytes"] > rows["weights"]["bytes"]
+    # the cache holds 8 + 4 − 1 = 11 positions: 2 (k, v) x layers x kv heads x head dim x 11 x 4 bytes
+    cfg = model.config
+    head_dim = cfg.hidden_size // cfg.num_attention_heads
+    expected = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim * 11 * 4
+    assert rows["kv_cache"]["bytes"] == expected
+    assert rows["kv_cache_estimate"]["bytes"] == expected
+
+
+@pytest.mark.parametrize("dtype, size", [(torch.float32, 4), (torch.bfloat16, 2)])
+def test_static_rows_by_hand(dtype, size):
+    lin = torch.nn.Linear(8, 3).to(dtype)
+    lin.register_buffer("scale", torch.ones(5, dtype=torch.float32))
+    rows = _rows(memory_ledger(lin))
+    assert rows["weights"]["bytes"] == (8 * 3 + 3) * size  # weight 3x8 + bias 3
+    assert rows["buffers"]["bytes"] == 5 * 4
+    assert rows["nvml_used"]["bytes"] is None and "CPU" in rows["nvml_used"]["note"]
+
+
+def test_ledger_rows_add_up_with_injected_gpu_readings():
+    lin = torch.nn.Linear(1024, 1024, bias=False)  # 4 MiB of fp32 weights
+    w = 1024 * 1024 * 4
+    gpu = GpuReadings(
+        allocated_start=Reading(w + 1000),  # 1,000 bytes of other tensors at load
+        allocated_end=Reading(w + 1000 + 5000),  # 5,000 more after the run
+        reserved_end=Reading(w + 1000 + 5000 + 2_000_000),
+        peak_allocated=Reading(w + 1000 + 90_000),
+        nvml_used=Reading(w + 1000 + 5000 + 2_000_000 + 300_000_000),
+        nvml_total=Reading(80 * 2**30),
+    )
+    mem = build_ledger(lin, gpu=gpu)
+    rows = _rows(mem)
+    assert rows["other_at_load"]["bytes"] == 1000
+    assert rows["other_after_run"]["bytes"] == 5000
+    assert rows["allocator_slack"]["bytes"] == 2_000_000
+    assert rows["cuda_context_and_other"]["bytes"] == 300_000_000
+    assert rows["activations_peak"]["bytes"] == 90_000
+    assert ledger_total(mem) == rows["nvml_used"]["bytes"]
+
+
+def test_missing_nvml_degrades_to_none_with_reason():
+    gpu = GpuReadings(Reading(100), Reading(100), Reading(200), Reading(150), Reading(None, "NVML unavailable (x)"))
+    mem = build_ledger(torch.nn.Linear(1, 1), gpu=gpu)
+    rows = _rows(mem)
+    assert rows["cuda_context_and_other"]["bytes"] is None
+    assert "NVML unavailable" in rows["cuda_context_and_other"]["note"]
+    assert ledger_total(mem) is None
+
+
+def test_nvml_wrapper_never_raises_here():
+    nv = Nvml(0)
+    for reading in (nv.device_total(), nv.device_used(), nv.process_used()):
+        assert reading.value is None or reading.value >= 0
+        if reading.value is None:
+            assert reading.reason
+
+
+@pytest.mark.cuda
+def test_cuda_ledger_matches_allocator_and_sums_to_nvml():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    model = tiny_model("mixtral", hidden_size=512, intermediate_size=1024).cuda()
+    torch.cuda.synchronize()
+    allocated = torch.cuda.memory_allocated()
+    ids = torch.randint(3, 100, (1, 16), device="cuda")
+    with runprof.track(model) as t:
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            out = model(ids, use_cache=True)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    rows = _rows(t.result.memory)
+    assert abs(rows["weights"]["bytes"] + rows["buffers"]["bytes"] - allocated) <= 0.01 * allocated
+    cache = out.past_key_values
+    assert rows["kv_cache"]["bytes"] == sum(
+        x.numel() * x.element_size() for layer in cache.layers for x in (layer.keys, layer.values))
+    if rows["nvml_used"]["bytes"] is not None:
+        assert ledger_total(t.result.memory) == rows["nvml_used"]["bytes"]
