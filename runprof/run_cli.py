@@ -62,22 +62,35 @@ def _check_args(args: argparse.Namespace) -> None:
             raise InvalidArgumentError(f"{flag} {value}: must be at least 1")
 
 
-def _encode(loaded: Any, prompts: list[str], batch: int | None, device: Any, max_new: int) -> dict[str, Any]:
-    tok, model = loaded.tokenizer, loaded.model
+def _check_top_k(config: Any, k: int | None) -> None:
+    """--top-k against the config's expert count, before any weight is read."""
+    from .moe.discovery import config_num_experts
+
+    if k is None or config is None:
+        return
+    n = config_num_experts(config)
+    if n is None:
+        raise InvalidArgumentError(f"--top-k {k}: {type(config).__name__} declares no experts; top-k applies to MoE models")
+    if k > n:
+        raise InvalidArgumentError(f"--top-k {k} is out of range: this model has {n} experts per layer (1..{n})")
+
+
+def _encode(prep: Any, prompts: list[str], batch: int | None, max_new: int) -> dict[str, Any]:
+    tok, config = prep.tokenizer, prep.config.get_text_config()
     if batch is not None:
         prompts = (prompts * batch)[:batch]
     enc = tok(prompts, return_tensors="pt", padding=True)
-    vocab = model.config.get_text_config().vocab_size
+    vocab = config.vocab_size
     if int(enc["input_ids"].max()) >= vocab:
         enc["input_ids"] = enc["input_ids"] % vocab  # shipped tokenizer on a model with a smaller vocabulary
-    limit = getattr(model.config.get_text_config(), "max_position_embeddings", None)
+    limit = getattr(config, "max_position_embeddings", None)
     length = enc["input_ids"].shape[1]
     if isinstance(limit, int) and length + max_new > limit:
         raise InvalidArgumentError(
             f"the prompt is {length} tokens and --max-new-tokens {max_new} would reach {length + max_new}, past the "
             f"model's context of {limit} tokens; shorten the prompt or lower --max-new-tokens"
         )
-    return {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+    return {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask")}
 
 
 def _progress(total: int):  # noqa: ANN202 - a transformers LogitsProcessor
@@ -103,7 +116,7 @@ def run_main(argv: Sequence[str]) -> int:
     import torch
 
     from . import set_top_k, track
-    from .models.loading import load_model, parse_device, parse_dtype
+    from .models.loading import load_model, parse_device, parse_dtype, prepare
     from .renderers.text import render_track
 
     args = build_run_parser().parse_args(list(argv))
@@ -112,9 +125,13 @@ def run_main(argv: Sequence[str]) -> int:
     prompts = read_prompts(args.prompt, args.lines)
     device = parse_device(args.device)
     t0 = time.perf_counter()
-    loaded = load_model(args.model, device=device, dtype=parse_dtype(args.dtype), random_init=args.random_init,
-                        num_layers=args.num_layers, on_start=lambda msg: print(msg + " ...", file=sys.stderr))
+    prep = prepare(args.model, random_init=args.random_init, num_layers=args.num_layers)
+    _check_top_k(prep.config, args.top_k)
+    inputs = _encode(prep, prompts, args.batch_size, args.max_new_tokens)
+    loaded = load_model(prep, device=device, dtype=parse_dtype(args.dtype),
+                        on_start=lambda msg: print(msg + " ...", file=sys.stderr))
     model = loaded.model
+    inputs = {k: v.to(device) for k, v in inputs.items()}
     print(f"loaded in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     notes = list(loaded.notes)
     if args.top_k is not None:
@@ -123,7 +140,6 @@ def run_main(argv: Sequence[str]) -> int:
     if args.config_top_k is not None:
         model.config.get_text_config().num_experts_per_tok = args.config_top_k
         notes.append(f"config.num_experts_per_tok set to {args.config_top_k} after loading (routers untouched)")
-    inputs = _encode(loaded, prompts, args.batch_size, device, args.max_new_tokens)
     progress = _progress(args.max_new_tokens)
     tok = loaded.tokenizer
     with torch.inference_mode(), track(model, verify_weights=args.verify_weights,

@@ -90,8 +90,50 @@ def _check_shipped() -> None:
         )
 
 
+@dataclass
+class Prepared:
+    """Everything known before any weight is read: config, tokenizer, where the weights come from."""
+
+    ref: ModelRef
+    config: Any
+    tokenizer: Any
+    random_init: bool
+    num_layers: int | None
+    cached: bool = True
+    notes: list[str] = field(default_factory=list)
+
+
+def prepare(ref: str | os.PathLike[str] | None = None, *, random_init: bool = False,
+            num_layers: int | None = None) -> Prepared:
+    """Resolve ``ref``, read its config and tokenizer, and check that weights can be had (fails fast,
+    before any weight is read: missing weights offline, ``--num-layers`` without ``--random-init``)."""
+    if num_layers is not None and not random_init:
+        raise InvalidArgumentError("--num-layers needs --random-init (a truncated checkpoint is not loaded)")
+    mref = resolve(ref)
+    if mref.kind == "shipped":
+        _check_shipped()
+    notes: list[str] = []
+    if random_init:
+        config, mref = load_config(ref)
+        if num_layers is not None:
+            config = truncate_layers(config, num_layers)
+            notes.append(f"kept the first {num_layers} decoder layers")
+        return Prepared(mref, config, _tokenizer_or_shipped(mref, notes), True, num_layers, True, notes)
+    if mref.weights_source is None:
+        raise ModelNotFoundError(
+            f"{mref.name}: a config file has no weights; use `python -m runprof count {mref.name}` or add --random-init"
+        )
+    local = mref.kind in ("shipped", "dir")
+    cached = local or _in_hf_cache(mref.weights_source)
+    if not cached and hub_offline():
+        raise ModelNotFoundError(_missing_weights(mref, local))
+    config, _ = load_config(ref)
+    tokenizer = _tokenizer(mref.weights_source, local_only=cached)
+    return Prepared(mref, config, tokenizer, False, None, cached, notes)
+
+
 def load_model(
-    ref: str | os.PathLike[str] | None = None,
+    ref: str | os.PathLike[str] | Prepared | None = None,
     *,
     device: str | torch.device | None = "auto",
     dtype: torch.dtype | None = None,
@@ -102,9 +144,10 @@ def load_model(
 ) -> Loaded:
     """Load a model and its tokenizer for a run.
 
-    ``ref`` is ``None`` (the shipped tiny MoE), an alias, a local model directory or a hub id (from the
-    local cache; downloaded only when the hub is reachable). ``random_init`` builds the real architecture
-    from its config with random weights (``num_layers`` keeps the first N decoder layers).
+    ``ref`` is ``None`` (the shipped tiny MoE), an alias, a local model directory, a hub id (from the
+    local cache; downloaded only when the hub is reachable) or the result of :func:`prepare`.
+    ``random_init`` builds the real architecture from its config with random weights (``num_layers`` keeps
+    the first N decoder layers).
 
     >>> loaded = load_model()  # the shipped tiny MoE, offline
     >>> type(loaded.model).__name__
@@ -113,45 +156,25 @@ def load_model(
     from transformers import AutoModelForCausalLM
 
     dev = device if isinstance(device, torch.device) else parse_device(device)
-    mref = resolve(ref)
-    notes: list[str] = []
+    prep = ref if isinstance(ref, Prepared) else prepare(ref, random_init=random_init, num_layers=num_layers)
+    mref, notes = prep.ref, list(prep.notes)
     kwargs: dict[str, Any] = {} if dtype is None else {"dtype": dtype}
-    if num_layers is not None and not random_init:
-        raise InvalidArgumentError("--num-layers needs --random-init (a truncated checkpoint is not loaded)")
-    if random_init:
-        config, mref = load_config(ref)
-        if num_layers is not None:
-            config = truncate_layers(config, num_layers)
-            notes.append(f"kept the first {num_layers} decoder layers")
+    if prep.random_init:
         torch.manual_seed(seed)
         if on_start is not None:
             on_start(f"building {mref.name} with random weights on {dev}")
         with dev:
-            model = AutoModelForCausalLM.from_config(config, **kwargs)
+            model = AutoModelForCausalLM.from_config(prep.config, **kwargs)
         notes.append(f"random weights (seed {seed}) in the real architecture of {mref.name}")
-        tokenizer = _tokenizer_or_shipped(mref, notes)
-        return Loaded(model.eval(), tokenizer, mref, notes)
-
-    source = mref.weights_source
-    if source is None:
-        raise ModelNotFoundError(
-            f"{mref.name}: a config file has no weights; use `python -m runprof count {mref.name}` or add --random-init"
-        )
-    local = mref.kind in ("shipped", "dir")
-    if mref.kind == "shipped":
-        _check_shipped()
-    cached = local or _in_hf_cache(source)
-    if not cached and hub_offline():
-        raise ModelNotFoundError(_missing_weights(mref, local))
+        return Loaded(model.eval(), prep.tokenizer, mref, notes)
     if on_start is not None:
         on_start(f"loading {mref.name} on {dev}")
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, local_files_only=cached, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(mref.weights_source, local_files_only=prep.cached, **kwargs)
     except (OSError, ValueError) as e:
+        local = mref.kind in ("shipped", "dir")
         raise ModelNotFoundError(_missing_weights(mref, local) + f" ({str(e).splitlines()[0]})") from e
-    model = model.to(dev).eval()
-    tokenizer = _tokenizer(source, local_only=local or hub_offline())
-    return Loaded(model, tokenizer, mref, notes)
+    return Loaded(model.to(dev).eval(), prep.tokenizer, mref, notes)
 
 
 def _in_hf_cache(repo_id: str) -> bool:
@@ -183,4 +206,4 @@ def _tokenizer_or_shipped(mref: ModelRef, notes: list[str]) -> Any:
     return shipped_tokenizer()
 
 
-__all__ = ["ALIASES", "Loaded", "load_model", "parse_device", "parse_dtype", "shipped_tokenizer", "truncate_layers"]
+__all__ = ["ALIASES", "Loaded", "Prepared", "load_model", "prepare", "parse_device", "parse_dtype", "shipped_tokenizer", "truncate_layers"]

@@ -72,7 +72,7 @@ def resolve(ref: str | os.PathLike[str] | None) -> ModelRef:
     'alias'
     """
     if ref is None or str(ref) == DEFAULT_MODEL:
-        return ModelRef(DEFAULT_MODEL, "shipped", str(TINY_MOE_DIR), str(TINY_MOE_DIR))
+        return ModelRef(DEFAULT_MODEL, "shipped", str(TINY_MOE_DIR / "config.json"), str(TINY_MOE_DIR))
     text = str(ref)
     if text in ALIASES:
         alias = ALIASES[text]

@@ -22,8 +22,19 @@ class DbrxAdapter(Adapter):
     experts_classes = ("DbrxExperts",)
 
 
+class _KnowsK(Adapter):
+    """An adapter whose capture needs the layer's k (bound per layer when tracking starts)."""
+
+    _k = 1
+
+    def bind(self, layer: Any) -> Adapter:
+        bound = type(self)()
+        bound._k = int(self.read_top_k(layer) or 1)
+        return bound
+
+
 @register_adapter
-class Llama4Adapter(Adapter):
+class Llama4Adapter(_KnowsK):
     """Llama-4: the router returns ``(scores [T, E], logits)`` where ``scores`` is the sigmoid of the
     router's own top-k values scattered into ``-inf`` (so exactly the chosen experts are > 0); the experts
     module then runs every expert on every token, scaled by those scores. The chosen ids are the positions
@@ -40,17 +51,8 @@ class Llama4Adapter(Adapter):
     def from_router_output(self, output: Any) -> Capture | None:
         if not (isinstance(output, tuple) and output and isinstance(output[0], torch.Tensor)):
             return None
-        scores = output[0]
-        k = self._k
-        weights, ids = torch.topk(scores, k, dim=-1)
+        weights, ids = torch.topk(output[0], self._k, dim=-1)
         return ids, weights
-
-    _k = 1
-
-    def bind(self, layer: Any) -> Adapter:
-        bound = type(self)()
-        bound._k = int(self.read_top_k(layer) or 1)
-        return bound
 
 
 @register_adapter
@@ -67,7 +69,7 @@ class Gemma4Adapter(Adapter):
 
 
 @register_adapter
-class JetMoeAdapter(Adapter):
+class JetMoeAdapter(_KnowsK):
     """JetMoE (MoE MLP and mixture-of-attention): the unit is ``JetMoeMoE``/``JetMoeMoA`` holding
     ``input_linear``/``output_linear`` (3-D, E first) and its own ``JetMoeTopKGating`` router, which returns
     ``(index_sorted_experts, batch_index, batch_gates, expert_size, logits)``. The ids per token are rebuilt
@@ -104,15 +106,7 @@ class JetMoeAdapter(Adapter):
         expert_of_slot = torch.repeat_interleave(torch.arange(sizes.numel(), device=device), sizes, output_size=n)
         ids = torch.empty(n, dtype=torch.long, device=device).scatter_(0, index_sorted, expert_of_slot)
         weights = torch.empty(n, dtype=gates.dtype, device=device).scatter_(0, index_sorted, gates)
-        k = self._k
-        return ids.view(-1, k), weights.view(-1, k)
-
-    _k = 1
-
-    def bind(self, layer: Any) -> Adapter:
-        bound = type(self)()
-        bound._k = int(self.read_top_k(layer) or 1)
-        return bound
+        return ids.view(-1, self._k), weights.view(-1, self._k)
 
 
 @register_adapter

@@ -4,6 +4,10 @@ For each k (set with :func:`runprof.set_top_k`, restored in a ``finally``) and b
 then repeated timed ``generate()`` runs under :func:`runprof.track`; tokens/s of prefill and decode
 (:mod:`runprof.routing.timing`), measured experts and active params per token vs the static figure,
 routing statistics of the first timed run, and the mean log-likelihood of the prompt under k.
+
+A batch of B rows holds B rotations of the prompt (:func:`batch_rows`): rows of equal length (no padding)
+that differ, because B identical rows route identically and would show k experts per decode step where a
+real batch touches up to E·(1 − (1 − k/E)^B).
 """
 from __future__ import annotations
 
@@ -90,6 +94,7 @@ class BenchResult:
     repeats: int
     reference: PromptScore  # the prompt scored at the model's own k
     runs: tuple[BenchRun, ...]
+    cpu_threads: int
     timing_method: str = TIMING_METHOD
 
     def to_dict(self) -> dict[str, Any]:
@@ -97,7 +102,8 @@ class BenchResult:
             "schema": SCHEMA, "model": self.model.to_dict(), "num_experts": self.num_experts,
             "top_k_original": self.top_k_original, "top_k_restored": self.top_k_restored,
             "prompt_tokens": self.prompt_tokens, "max_new_tokens": self.max_new_tokens,
-            "warmup": self.warmup, "repeats": self.repeats, "timing_method": self.timing_method,
+            "warmup": self.warmup, "repeats": self.repeats, "cpu_threads": self.cpu_threads,
+            "timing_method": self.timing_method,
             "mean_logprob_original": self.reference.mean_logprob, "reference": self.reference.to_dict(),
             "runs": [r.to_dict() for r in self.runs],
         }
@@ -109,7 +115,8 @@ class BenchResult:
             top_k_original=d["top_k_original"], top_k_restored=d["top_k_restored"],
             prompt_tokens=d["prompt_tokens"], max_new_tokens=d["max_new_tokens"], warmup=d["warmup"],
             repeats=d["repeats"], reference=PromptScore.from_dict(d["reference"]),
-            runs=tuple(BenchRun.from_dict(r) for r in d["runs"]), timing_method=d["timing_method"],
+            runs=tuple(BenchRun.from_dict(r) for r in d["runs"]), cpu_threads=d["cpu_threads"],
+            timing_method=d["timing_method"],
         )
 
 
@@ -179,15 +186,26 @@ def bench(
         try:
             score = reference if k == k0 else score_prompt(model, ids, top_k=k)
             for b in batch_sizes:
-                runs.append(_bench_cell(model, ids.repeat(b, 1), k, repeats, warmup, max_new_tokens,
+                runs.append(_bench_cell(model, batch_rows(ids, b), k, repeats, warmup, max_new_tokens,
                                         pad_token_id, name, score, on_generate))
         finally:
             restore(model, changes)
     restored = find_moe_layers(model)[0].top_k == k0
-    first = runs[0]
-    return BenchResult(model=first_model_info(model, name), num_experts=e, top_k_original=k0,
-                       top_k_restored=restored, prompt_tokens=int(ids.shape[1]), max_new_tokens=max_new_tokens,
-                       warmup=warmup, repeats=repeats, reference=reference, runs=tuple(runs)) if first else None
+    return BenchResult(model=model_info(model, name), num_experts=e, top_k_original=k0, top_k_restored=restored,
+                       prompt_tokens=int(ids.shape[1]), max_new_tokens=max_new_tokens, warmup=warmup,
+                       repeats=repeats, reference=reference, runs=tuple(runs), cpu_threads=torch.get_num_threads())
+
+
+def batch_rows(input_ids: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """``batch_size`` rows of the prompt ``[1, L]``: row b keeps token 0 (BOS) and rotates the rest left by
+    b·(L − 1)//B tokens, so rows differ but have the same length.
+
+    >>> batch_rows(torch.tensor([[1, 10, 11, 12, 13]]), 2).tolist()
+    [[1, 10, 11, 12, 13], [1, 12, 13, 10, 11]]
+    """
+    head, rest = input_ids[:, :1], input_ids[0, 1:]
+    rows = [torch.roll(rest, -(b * rest.numel() // batch_size)) for b in range(batch_size)]
+    return torch.cat([head.repeat(batch_size, 1), torch.stack(rows)], dim=1)
 
 
 def restore(model: nn.Module, changes: list[tuple[str, int, int]]) -> None:
@@ -201,7 +219,7 @@ def restore(model: nn.Module, changes: list[tuple[str, int, int]]) -> None:
     log.info("restored %d top-k attributes", len(changes))
 
 
-def first_model_info(model: nn.Module, name: str | None) -> ModelInfo:
+def model_info(model: nn.Module, name: str | None) -> ModelInfo:
     """Name, class, model_type, dtype and device of ``model``."""
     p = next(model.parameters())
     cfg = getattr(model, "config", None)
@@ -232,7 +250,7 @@ def _bench_cell(model: nn.Module, ids: torch.Tensor, k: int, repeats: int, warmu
             prefill_s.append(p)
             decode_s.append(d)
             results.append(t.result)
-            trace = trace or t.trace
+            trace = t.trace if trace is None else trace
             if on_generate:
                 on_generate(label)
     rt = results[0].runtime
@@ -256,4 +274,4 @@ def _merge(stats: list[Stat]) -> Stat:
     return Stat(sum(s.mean for s in known) / len(known), min(s.min for s in known), max(s.max for s in known))
 
 
-__all__ = ["BenchResult", "BenchRun", "SCHEMA", "bench", "check_bench_args", "restore"]
+__all__ = ["BenchResult", "BenchRun", "SCHEMA", "batch_rows", "bench", "check_bench_args", "restore"]

@@ -32,7 +32,9 @@ class Spread:
 
     @classmethod
     def of(cls, values: list[float]) -> Spread:
-        """>>> Spread.of([3.0, 1.0, 2.0])
+        """Median, min and max of ``values`` (all None when empty).
+
+        >>> Spread.of([3.0, 1.0, 2.0])
         Spread(median=2.0, min=1.0, max=3.0)
         """
         if not values:

@@ -1,0 +1,119 @@
+"""``python -m runprof bench [MODEL] --prompt FILE --top-k 1,2,4``: the parser and the command."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from ..errors import InvalidArgumentError
+
+EXIT_OK = 0
+
+
+def add_bench(sub: argparse._SubParsersAction) -> None:
+    """Register the ``bench`` subcommand on the main parser's subparsers."""
+    p = sub.add_parser("bench", help="tokens/s, measured experts and routing statistics for each top-k",
+                       description="For each top-k and batch size: warm-up, then timed generate() runs under "
+                                   "runprof.track; measured experts and active params per token, routing "
+                                   "statistics and the prompt's log-likelihood. The model's k is restored.")
+    p.add_argument("model", nargs="?", default=None,
+                   help="alias, model directory or hub id; default: runprof's shipped tiny MoE")
+    p.add_argument("--prompt", required=True, metavar="FILE", help="text file with the prompt (the whole file)")
+    p.add_argument("--top-k", required=True, metavar="K[,K...]", help="top-k values to compare, e.g. 1,2,4")
+    p.add_argument("--batch-size", default="1", metavar="B[,B...]", help="batch sizes (the prompt repeated), e.g. 1,8")
+    p.add_argument("--repeats", type=int, default=3, metavar="N", help="timed runs per cell (default 3)")
+    p.add_argument("--warmup", type=int, default=1, metavar="N", help="untimed runs per cell first (default 1)")
+    p.add_argument("--max-new-tokens", type=int, default=16, metavar="N", help="tokens generated per run (>= 2)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch CPU threads for the run (default: torch's own; 1 is fastest on a busy machine)")
+    p.add_argument("--json", metavar="PATH", help="write the result as JSON")
+    p.add_argument("--plot", metavar="DIR", help="write PNG figures to DIR (needs matplotlib: pip install runprof[plot])")
+    p.set_defaults(func=run_bench)
+
+
+def parse_int_list(flag: str, text: str) -> list[int]:
+    """``"1,2,4"`` -> ``[1, 2, 4]``; anything else is an :class:`InvalidArgumentError` naming the flag.
+
+    >>> parse_int_list("--top-k", "1, 2,4")
+    [1, 2, 4]
+    """
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise InvalidArgumentError(f"{flag} {text!r}: expected comma-separated integers such as 1,2,4") from None
+    return values
+
+
+def _encode(loaded: Any, text: str, max_new: int) -> Any:
+    enc = loaded.tokenizer(text, return_tensors="pt")
+    ids = enc["input_ids"]
+    config = loaded.model.config.get_text_config()
+    if int(ids.max()) >= config.vocab_size:
+        ids = ids % config.vocab_size  # a borrowed tokenizer on a model with a smaller vocabulary
+    limit = getattr(config, "max_position_embeddings", None)
+    if isinstance(limit, int) and ids.shape[1] + max_new > limit:
+        raise InvalidArgumentError(
+            f"the prompt is {ids.shape[1]} tokens and --max-new-tokens {max_new} would reach "
+            f"{ids.shape[1] + max_new}, past the model's context of {limit}; shorten the prompt or lower it")
+    return ids
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """Run the bench described by ``args`` (see :func:`add_bench`); print the report; return the exit code."""
+    from tqdm.auto import tqdm
+
+    from ..models.loading import load_model, parse_device, parse_dtype
+    from ..renderers.bench_report import render_bench
+    from ..run_cli import read_prompts
+    from .bench import bench, check_bench_args
+
+    top_ks = parse_int_list("--top-k", args.top_k)
+    batch_sizes = parse_int_list("--batch-size", args.batch_size)
+    if args.plot:
+        from ..renderers.plots import require_matplotlib
+
+        require_matplotlib()
+    text = read_prompts(args.prompt, lines=False)[0]
+    if args.threads is not None:
+        if args.threads < 1:
+            raise InvalidArgumentError(f"--threads {args.threads}: expected at least 1")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    device = parse_device(args.device)
+    t0 = time.perf_counter()
+    loaded = load_model(args.model, device=device, dtype=parse_dtype(args.dtype),
+                        on_start=lambda msg: print(msg + " ...", file=sys.stderr))
+    print(f"loaded in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    name = loaded.ref.name
+    check_bench_args(loaded.model, top_ks, batch_sizes, args.repeats, args.warmup, args.max_new_tokens, name)
+    ids = _encode(loaded, text, args.max_new_tokens)
+    total = len(top_ks) * len(batch_sizes) * (args.warmup + args.repeats)
+    with tqdm(total=total, desc="bench", unit="run", file=sys.stderr, leave=False) as bar:
+        def step(label: str) -> None:
+            bar.set_postfix_str(label, refresh=False)
+            bar.update(1)
+
+        result = bench(loaded.model, ids, top_ks=top_ks, batch_sizes=batch_sizes, repeats=args.repeats,
+                       warmup=args.warmup, max_new_tokens=args.max_new_tokens,
+                       pad_token_id=loaded.tokenizer.pad_token_id, name=name, on_generate=step)
+    print(render_bench(result))
+    for note in loaded.notes:
+        print(f"note: {note}")
+    if args.json:
+        from ..cli import _write_json
+
+        _write_json(args.json, result.to_dict())
+    if args.plot:
+        from ..renderers.plots import plot_bench
+
+        for path in plot_bench(result, args.plot):
+            print(f"wrote {path}", file=sys.stderr)
+    return EXIT_OK
+
+
+__all__ = ["add_bench", "parse_int_list", "run_bench"]
