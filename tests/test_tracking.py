@@ -309,3 +309,13 @@ def test_no_host_sync_on_cuda():
         finally:
             torch.cuda.set_sync_debug_mode(0)
     assert t.result.runtime.experts_per_token.min == 2
+
+
+def test_zaya_skip_slots_use_no_expert():
+    """Zaya's router rewrites a 'skip' choice to expert 0 with weight 0: such a slot is no expert."""
+    from runprof.moe.builtin import ZayaAdapter
+
+    ids = torch.tensor([[0], [3], [0]])
+    weights = torch.tensor([[0.0], [1.0], [1.0]])  # token 0 skipped; token 2 really chose expert 0
+    got, _ = ZayaAdapter().from_experts_inputs((torch.zeros(3, 4), ids, weights), {})
+    assert got.tolist() == [[-1], [3], [0]]

@@ -140,3 +140,20 @@ class LongcatFlashAdapter(Adapter):
         bound = type(self)()
         bound._e = layer.num_experts
         return bound
+
+
+@register_adapter
+class ZayaAdapter(Adapter):
+    """Zaya: the router may pick an extra compute-free "skip" expert, which it rewrites to expert 0 with
+    weight 0 before the experts module sees it; such slots are dropped (marked -1), so a token that skipped
+    used no expert parameters in that layer."""
+
+    name = "zaya"
+    experts_classes = ("ZayaExperts",)
+
+    def from_experts_inputs(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Capture | None:
+        captured = super().from_experts_inputs(args, kwargs)
+        if captured is None or captured[1] is None:
+            return captured
+        ids, weights = captured
+        return torch.where(weights == 0, -1, ids), weights
