@@ -261,3 +261,32 @@ def test_bitsandbytes_4bit_logical_count():
     quant_params = plain.params.total - plain.params.by_group["embeddings"] - plain.params.by_group["lm_head"] \
         - plain.params.by_group["norms"]
     assert quant_params * 0.5 < quant.bytes.by_dtype["nf4"] < quant_params * 1.0
+
+
+def _zoo():
+    from .moe_zoo import MOE_MODEL_TYPES
+
+    return MOE_MODEL_TYPES
+
+
+@pytest.mark.parametrize("model_type", _zoo())
+def test_every_moe_architecture_counts_consistently(model_type):
+    from .moe_zoo import tiny_config
+
+    r = runprof.count_params(tiny_config(model_type))  # built on the meta device
+    p = r.params
+    assert sum(p.by_group.values()) == p.total
+    assert sum(row.params for row in p.by_layer_pattern) == p.total
+    assert p.by_group["attention"] > 0 and p.by_group["norms"] > 0
+    if model_type != "doge":  # doge: no readable MoE layer (see test_tracking.UNREADABLE)
+        m = r.moe
+        assert m is not None and p.by_group["routed_experts"] >= sum(x.num_experts * x.params_per_expert for x in m.layers)
+        assert p.by_group["routers"] > 0
+
+
+def test_experts_beside_attention_are_not_shared_experts():
+    """Gemma-4 puts router and experts directly in the decoder layer next to a dense MLP."""
+    from .moe_zoo import tiny_config
+
+    g = runprof.count_params(tiny_config("gemma4_text")).params.by_group
+    assert g["shared_experts"] == 0 and g["dense_mlp"] > 0 and g["attention"] > 0

@@ -32,7 +32,10 @@ def fold_name(name: str) -> str:
 def _module_roles(model: nn.Module, moe_layers: list[MoELayer]) -> dict[str, str]:
     roles: dict[str, str] = {}
     for layer in moe_layers:
-        roles[layer.name] = "moe_block"
+        # the experts' parent is a MoE block, unless it is the decoder layer or the attention itself
+        # (Gemma-4 and JetMoE put experts there): then nothing beside the experts is a shared expert
+        if not any(_ATTENTION.search(type(m).__name__) for m in layer.block.modules()):
+            roles[layer.name] = "moe_block"
         roles[layer.experts_name] = "experts"
         if layer.router_name is not None:
             roles[layer.router_name] = "router"
