@@ -108,6 +108,16 @@ class Adapter:
             changes.append((f"{path}.{attr}", int(old), k))
         return changes
 
+    def routed_parts(self, experts: nn.Module) -> list[str]:
+        """Submodules (relative names) holding the routed experts' parameters; ``""`` is the whole
+        experts module. When these are parts, the experts module itself is the MoE block and its other
+        parameters are shared (always-active) experts."""
+        return [""]
+
+    def hook_module(self, layer: MoELayer) -> nn.Module:
+        """The module whose forward pre-hook sees the expert ids (``capture == "experts_pre"``)."""
+        return layer.experts
+
     # --- capture ---------------------------------------------------------------------------------
     def from_experts_inputs(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Capture | None:
         """Expert ids and weights from ``experts(hidden_states, top_k_index, top_k_weights)``."""

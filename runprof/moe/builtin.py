@@ -157,3 +157,34 @@ class ZayaAdapter(Adapter):
             return captured
         ids, weights = captured
         return torch.where(weights == 0, -1, ids), weights
+
+
+@register_adapter
+class DogeAdapter(Adapter):
+    """Doge (CDMoE): experts are rows of ``down_embed``/``up_embed`` (``[E, H]`` each) chosen by product-key
+    top-k inside the block's forward; the chosen ids reach ``down_embed(indices)`` as its input, which a
+    pre-hook on ``down_embed`` reads. The block's dense ``gate/up/down_proj`` run on every token (shared)."""
+
+    name = "doge"
+    experts_classes = ("DogeCDMoE",)
+
+    def params_per_expert(self, experts: nn.Module, num_experts: int) -> int:
+        return (experts.down_embed.weight.numel() + experts.up_embed.weight.numel()) // num_experts
+
+    def routed_parts(self, experts: nn.Module) -> list[str]:
+        return ["down_embed", "up_embed"]
+
+    def find_router(self, block: nn.Module, experts: nn.Module, declared: tuple[type, ...], num_experts: int,
+                    default: Callable[..., Any]) -> tuple[str | None, nn.Module | None]:
+        prefix = next(n for n, m in block.named_modules() if m is experts)
+        return f"{prefix}.router_gate".lstrip("."), experts.router_gate
+
+    def top_k_owners(self, layer: Any) -> list[tuple[nn.Module, str]]:
+        return [(layer.experts, "top_k")]
+
+    def hook_module(self, layer: Any) -> nn.Module:
+        return layer.experts.down_embed
+
+    def from_experts_inputs(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Capture | None:
+        ids = args[0] if args else kwargs.get("input")
+        return (ids, None) if isinstance(ids, torch.Tensor) else None

@@ -36,7 +36,11 @@ def _module_roles(model: nn.Module, moe_layers: list[MoELayer]) -> dict[str, str
         # (Gemma-4 and JetMoE put experts there): then nothing beside the experts is a shared expert
         if not any(_ATTENTION.search(type(m).__name__) for m in layer.block.modules()):
             roles[layer.name] = "moe_block"
-        roles[layer.experts_name] = "experts"
+        parts = layer.adapter.routed_parts(layer.experts)
+        if parts != [""]:
+            roles[layer.experts_name] = "moe_block"
+        for part in parts:
+            roles[f"{layer.experts_name}.{part}".rstrip(".")] = "experts"
         if layer.router_name is not None:
             roles[layer.router_name] = "router"
     for name, module in model.named_modules():

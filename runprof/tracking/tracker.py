@@ -106,7 +106,8 @@ class Tracker:
             for layer in self.layers:
                 rc = RoutingCollector(layer, self.steps)
                 if layer.adapter.capture == "experts_pre":
-                    stack.enter_context(layer.experts.register_forward_pre_hook(rc.pre_hook, with_kwargs=True))
+                    target = layer.adapter.hook_module(layer)
+                    stack.enter_context(target.register_forward_pre_hook(rc.pre_hook, with_kwargs=True))
                 elif layer.router is not None:
                     stack.enter_context(layer.router.register_forward_hook(rc.post_hook, with_kwargs=True))
                 else:
