@@ -244,7 +244,7 @@ def _from_hub(ref: str) -> Path:
     except Exception as e:  # hub errors have many classes; every one means "not available"
         where = "in the local Hugging Face cache (offline)" if offline else "on the hub"
         raise ModelNotFoundError(
-            f"{ref}: not a local path, and not found {where} ({_first_line(e)}); pass a checkpoint directory "
+            f"{ref}: not a local path, and not found {where} ({type(e).__name__}); pass a checkpoint directory "
             f"or file, or download it first (huggingface-cli download {ref})"
         ) from e
 

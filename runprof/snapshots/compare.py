@@ -58,7 +58,8 @@ def natural_key(name: str) -> list[int | str]:
 def _pattern(ignore: str | re.Pattern[str] | Iterable[str] | None) -> re.Pattern[str] | None:
     if ignore is None or isinstance(ignore, re.Pattern):
         return ignore
-    text = ignore if isinstance(ignore, str) else "|".join(f"(?:{p})" for p in ignore)
+    parts = [ignore] if isinstance(ignore, str) else list(ignore)
+    text = parts[0] if len(parts) == 1 else "|".join(f"(?:{p})" for p in parts)
     try:
         return re.compile(text)
     except re.error as e:
@@ -214,6 +215,8 @@ def compare(a: object, b: object, *, rtol: float = 0.0, atol: float = 0.0, base_
     searched in each name) skips tensors; ``fuse_experts`` presents per-expert MoE tensors (v4 layout)
     as transformers 5's fused ones; ``device`` moves the windows of values there (default: where the base
     tensor lives); ``progress(done, total)`` is called per tensor pair. Checkpoints are streamed.
+    When one side is a Snapshot, the other is digested and digests are compared: any change of bytes is
+    a value mismatch (tolerances cannot apply), reported without a max abs diff.
 
     >>> import torch
     >>> base = {"transformer.w": torch.ones(2), "rotary_emb.inv_freq": torch.ones(1)}

@@ -2,10 +2,11 @@
 
 Each window (at most ``WINDOW_BYTES`` of either side, never crossing a segment or expert boundary) is
 first compared byte for byte: ``memcmp`` on the CPU (``torch.equal`` runs at a fraction of memory
-bandwidth there), ``torch.equal`` on integer views elsewhere. Only a window whose bytes differ, or whose
-dtypes differ, is compared numerically, in chunks of ``CHUNK_ELEMS`` promoted to float64 (int64 for
-integers, complex128 for complex): an element differs when ``|t - b| > atol + rtol * |b|``; NaN equals
-NaN, and a NaN or inf facing a different value is an infinite difference.
+bandwidth there), ``torch.equal`` on integer views elsewhere. Only the chunks of ``CHUNK_ELEMS`` whose
+bytes differ (all chunks when the dtypes differ) are compared numerically, in float32 (exact for every
+float of 32 bits or less; float64 for float64, int64 for integers, complex128 for complex): an element
+differs when ``|t - b| > atol + rtol * |b|`` (``t != b`` when both are 0); NaN equals NaN, and a NaN or
+inf facing a different value is an infinite difference.
 
 >>> import torch
 >>> from .sources import MemorySource
@@ -30,7 +31,7 @@ import torch
 from .sources import Source, TensorMeta, windows
 
 WINDOW_BYTES = 64 << 20
-CHUNK_ELEMS = 1 << 20
+CHUNK_ELEMS = 1 << 18
 _INT_VIEW = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 _EXPERTS = re.compile(r"(^|\.)experts\.[A-Za-z_]\w*$")
 
@@ -84,10 +85,12 @@ def bytes_equal(x: torch.Tensor, y: torch.Tensor) -> bool:
 
 
 def _compute_dtype(a: torch.dtype, b: torch.dtype) -> torch.dtype:
-    if a.is_complex or b.is_complex:
+    """float32 for 8- to 32-bit floats (exact for the conversion), float64, int64 or complex128 otherwise."""
+    dt = torch.promote_types(a, b)
+    if dt.is_complex:
         return torch.complex128
-    if a.is_floating_point or b.is_floating_point:
-        return torch.float64
+    if dt.is_floating_point:
+        return torch.float64 if dt == torch.float64 else torch.float32
     return torch.int64
 
 
@@ -95,12 +98,18 @@ def chunk_stats(x: torch.Tensor, y: torch.Tensor, rtol: float, atol: float) -> t
     """(differing count, max abs diff) of two equal-length 1-D chunks, as 0-d tensors on their device."""
     dt = _compute_dtype(x.dtype, y.dtype)
     xc, yc = x.to(dt), y.to(dt)
-    close = torch.isclose(yc, xc, rtol=rtol, atol=atol, equal_nan=True)
-    diff = (yc - xc).abs().to(torch.float64)
-    if dt != torch.int64:
-        same = (xc == yc) | (xc.isnan() & yc.isnan())  # equal infinities, and NaN facing NaN
-        diff = torch.where(same, 0.0, diff).nan_to_num(nan=math.inf)
-    return (~close).sum(), diff.max()
+    diff = (yc - xc).abs()
+    if dt.is_floating_point or dt.is_complex:
+        diff = diff.to(torch.float64) if dt.is_complex else diff
+        undefined = diff.isnan()  # NaN meets anything, or inf meets inf
+        if bool(undefined.any()):
+            same = (xc == yc) | (xc.isnan() & yc.isnan())
+            diff = torch.where(undefined & same, 0.0, diff).nan_to_num(nan=math.inf, posinf=math.inf)
+    if rtol == 0 and atol == 0:
+        bad = diff != 0
+    else:
+        bad = diff > atol + rtol * xc.abs().to(diff.dtype)
+    return bad.sum(), diff.max().to(torch.float64)
 
 
 def diff_pair(a: Source, a_name: str, b: Source, b_name: str, *, rtol: float = 0.0, atol: float = 0.0,
@@ -123,7 +132,10 @@ def diff_pair(a: Source, a_name: str, b: Source, b_name: str, *, rtol: float = 0
         stats.bytes_read += x.numel() * x.element_size() + y.numel() * y.element_size()
         if not (same_dtype and bytes_equal(x, y)):
             for i in range(0, x.numel(), CHUNK_ELEMS):
-                count, biggest = chunk_stats(x[i:i + CHUNK_ELEMS], y[i:i + CHUNK_ELEMS], rtol, atol)
+                xs, ys = x[i:i + CHUNK_ELEMS], y[i:i + CHUNK_ELEMS]
+                if same_dtype and bytes_equal(xs, ys):  # a changed element leaves most chunks equal
+                    continue
+                count, biggest = chunk_stats(xs, ys, rtol, atol)
                 pending.append((start // per_expert if per_expert else -1, count, biggest))
         del x, y
         a.release()
