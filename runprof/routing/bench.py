@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import InvalidArgumentError, UnsupportedModelError
-from ..moe.discovery import find_moe_layers
+from ..moe.discovery import config_top_k, find_moe_layers
 from ..moe.topk import set_top_k
 from ..results import ModelInfo, Stat
 from .likelihood import PromptScore, score_prompt
@@ -66,7 +66,8 @@ class BenchRun:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BenchRun:
-        routing = {name: {k: v for k, v in layer.items() if k != "router_on_prompt"} for name, layer in d["routing"].items()}
+        routing = {name: {k: v for k, v in layer.items() if k != "router_on_prompt"}
+                   for name, layer in d["routing"].items()}
         return cls(
             top_k=d["top_k"], batch_size=d["batch_size"], tokens=dict(d["tokens"]),
             prefill_s=tuple(d["prefill_s"]), decode_s=tuple(d["decode_s"]),
@@ -160,8 +161,10 @@ def bench(
 ) -> BenchResult:
     """Benchmark ``model`` at each top-k and batch size on one prompt (``input_ids``, ``[L]`` or ``[1, L]``).
 
-    The model's k is restored on every exit path. ``on_generate`` is called after each ``generate()``
-    (for a progress bar).
+    The model's k is restored on every exit path. Timed runs are tracked with routing capture only
+    (``modules=False, memory=False``), greedy, exactly ``max_new_tokens`` tokens (``min_new_tokens``);
+    routing statistics come from the first timed run of each cell. ``on_generate`` is called after each
+    ``generate()`` (for a progress bar).
 
     >>> from transformers import MixtralConfig, AutoModelForCausalLM
     >>> model = AutoModelForCausalLM.from_config(MixtralConfig(hidden_size=32, intermediate_size=64,
@@ -177,8 +180,8 @@ def bench(
     ids = input_ids.reshape(1, -1).to(device)
     if ids.shape[1] < 2:
         raise InvalidArgumentError(f"the prompt is {ids.shape[1]} token(s): bench needs at least 2")
-    layers = find_moe_layers(model)
-    k0 = layers[0].top_k
+    before = _top_k_state(model)
+    k0 = before[0][0]
     reference = score_prompt(model, ids, top_k=k0)
     runs: list[BenchRun] = []
     for k in top_ks:
@@ -190,10 +193,15 @@ def bench(
                                         pad_token_id, name, score, on_generate))
         finally:
             restore(model, changes)
-    restored = find_moe_layers(model)[0].top_k == k0
-    return BenchResult(model=model_info(model, name), num_experts=e, top_k_original=k0, top_k_restored=restored,
+    return BenchResult(model=model_info(model, name), num_experts=e, top_k_original=k0,
+                       top_k_restored=_top_k_state(model) == before,
                        prompt_tokens=int(ids.shape[1]), max_new_tokens=max_new_tokens, warmup=warmup,
                        repeats=repeats, reference=reference, runs=tuple(runs), cpu_threads=torch.get_num_threads())
+
+
+def _top_k_state(model: nn.Module) -> tuple[tuple[int | None, ...], int | None]:
+    """Every MoE layer's k as its router holds it, and the config's k."""
+    return tuple(layer.top_k for layer in find_moe_layers(model)), config_top_k(getattr(model, "config", None))
 
 
 def batch_rows(input_ids: torch.Tensor, batch_size: int) -> torch.Tensor:

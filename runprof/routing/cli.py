@@ -21,7 +21,8 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
                    help="alias, model directory or hub id; default: runprof's shipped tiny MoE")
     p.add_argument("--prompt", required=True, metavar="FILE", help="text file with the prompt (the whole file)")
     p.add_argument("--top-k", required=True, metavar="K[,K...]", help="top-k values to compare, e.g. 1,2,4")
-    p.add_argument("--batch-size", default="1", metavar="B[,B...]", help="batch sizes (the prompt repeated), e.g. 1,8")
+    p.add_argument("--batch-size", default="1", metavar="B[,B...]",
+                   help="batch sizes, e.g. 1,8 (row b is the prompt rotated by b/B of its length)")
     p.add_argument("--repeats", type=int, default=3, metavar="N", help="timed runs per cell (default 3)")
     p.add_argument("--warmup", type=int, default=1, metavar="N", help="untimed runs per cell first (default 1)")
     p.add_argument("--max-new-tokens", type=int, default=16, metavar="N", help="tokens generated per run (>= 2)")
@@ -30,7 +31,8 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="torch CPU threads for the run (default: torch's own; 1 is fastest on a busy machine)")
     p.add_argument("--json", metavar="PATH", help="write the result as JSON")
-    p.add_argument("--plot", metavar="DIR", help="write PNG figures to DIR (needs matplotlib: pip install runprof[plot])")
+    p.add_argument("--plot", metavar="DIR",
+                   help="write PNG figures to DIR (needs matplotlib: pip install runprof[plot])")
     p.set_defaults(func=run_bench)
 
 

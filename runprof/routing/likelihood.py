@@ -84,8 +84,9 @@ def _router(model: nn.Module, out: Any, top_k: int | None,
         return None, "the model returned no router logits (one [tokens, experts] tensor per MoE layer)"
     dists: list[RouterDistribution | None] = []
     for layer, x in zip(layers, logits):
-        ok = isinstance(x, torch.Tensor) and x.shape[-1] == layer.num_experts and x.numel() == tokens * layer.num_experts
-        dists.append(router_distribution(x, min(top_k, layer.num_experts)) if ok else None)
+        e = layer.num_experts
+        ok = isinstance(x, torch.Tensor) and x.shape[-1] == e and x.numel() == tokens * e
+        dists.append(router_distribution(x, min(top_k, e)) if ok else None)
     note = None if all(d is not None for d in dists) else "some router logits were not [tokens, experts]"
     return tuple(dists), note
 
