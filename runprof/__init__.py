@@ -1,8 +1,11 @@
 """runprof: parameter counts, runtime expert tracking and memory ledgers for transformers models."""
 from .errors import RunprofError
+from .memory import memory_ledger
+from .models.loading import load_model
 from .moe.topk import set_top_k
+from .snapshots import compare, snapshot
 from .static import count_params
 from .tracking import track
 
-__all__ = ["RunprofError", "count_params", "set_top_k", "track"]
+__all__ = ["RunprofError", "compare", "count_params", "load_model", "memory_ledger", "set_top_k", "snapshot", "track"]
 __version__ = "0.1.0"

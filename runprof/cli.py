@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .errors import RunprofError
+from .routing.cli import add_bench
+from .snapshots.cli import add_compare
 
 EXIT_OK, EXIT_DIFF, EXIT_USAGE = 0, 1, 2
 
@@ -74,6 +76,8 @@ def run_render(args: argparse.Namespace) -> int:
 
 SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "count": add_count,
+    "compare": add_compare,
+    "bench": add_bench,
     "render": add_render,
 }
 

@@ -71,10 +71,13 @@ def cache_bytes(cache: Any) -> int | None:
 def kv_estimate(config: Any, tokens_cached: int, element_size: int) -> tuple[int | None, str]:
     """2 · layers · kv_heads · head_dim · tokens · bytes from the config (full attention assumed)."""
     cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
-    layers = getattr(cfg, "num_hidden_layers", None)
-    heads = getattr(cfg, "num_key_value_heads", None) or getattr(cfg, "num_attention_heads", None)
-    head_dim = getattr(cfg, "head_dim", None) or (
-        cfg.hidden_size // cfg.num_attention_heads if getattr(cfg, "num_attention_heads", None) else None)
+    try:
+        layers = getattr(cfg, "num_hidden_layers", None)
+        heads = getattr(cfg, "num_key_value_heads", None) or getattr(cfg, "num_attention_heads", None)
+        head_dim = getattr(cfg, "head_dim", None) or (
+            cfg.hidden_size // cfg.num_attention_heads if getattr(cfg, "num_attention_heads", None) else None)
+    except Exception as e:  # noqa: BLE001 - per-layer (heterogeneous) configs refuse global attribute reads
+        return None, f"config has no single head layout ({type(e).__name__}); see the measured kv_cache row"
     if not all(isinstance(x, int) for x in (layers, heads, head_dim)):
         return None, "config lacks num_hidden_layers / num_key_value_heads / head_dim"
     note = f"2 x {layers} layers x {heads} kv heads x {head_dim} head dim x {tokens_cached} tokens x {element_size} B"

@@ -48,7 +48,7 @@ class StepCollector:
             batch, seq = (1, int(ids.shape[0])) if isinstance(ids, torch.Tensor) else (0, 0)
         else:
             batch, seq = int(ids.shape[0]), int(ids.shape[1])
-        cache = kwargs.get("past_key_values")
+        cache = kwargs.get("past_key_values", kwargs.get("cache"))  # renamed "cache" in transformers 5.24
         if cache is None:
             # the model may create its cache inside this call: the next unseen cache continues this sequence
             phase, self._fresh = "prefill", kwargs.get("use_cache") is not False

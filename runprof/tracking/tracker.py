@@ -131,7 +131,7 @@ class Tracker:
 
     def _keep_cache(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
         """Keep a reference to the cache object the model returned (its tensors are measured at exit)."""
-        cache = getattr(output, "past_key_values", None)
+        cache = getattr(output, "past_key_values", None) or getattr(output, "cache", None)
         if cache is not None:
             self._memory.cache = cache
 
