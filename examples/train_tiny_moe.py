@@ -12,9 +12,9 @@ script builds one from scratch on a 2-core CPU in roughly ten minutes:
    SHA-1 of the relative path (deterministic, but not alphabetically biased),
    each file truncated to ``--file-cap`` bytes, and files are taken until
    ``--corpus-cap`` bytes.
-2. Tokenizer: a byte-level BPE (``tokenizers``) with ``<pad>``, ``<s>``,
-   ``</s>``, ``<unk>`` as ids 0..3, wrapped in a ``PreTrainedTokenizerFast``
-   that prepends ``<s>``.
+2. Tokenizer: a byte-level BPE (``tokenizers``; newlines isolated as their
+   own tokens) with ``<pad>``, ``<s>``, ``</s>``, ``<unk>`` as ids 0..3,
+   wrapped in a ``PreTrainedTokenizerFast`` that prepends ``<s>``.
 3. Model: ``MixtralForCausalLM`` (8 experts, top-2) trained with AdamW on
    random 128-token windows of the tokenised corpus, with the router
    load-balancing (Switch Transformer) loss.  Note: in transformers 5.x,
@@ -57,7 +57,6 @@ import sys
 import sysconfig
 import tempfile
 import time
-from itertools import combinations
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -153,11 +152,18 @@ def stdlib_sources(file_cap: int, corpus_cap: int) -> list[str]:
 
 # --------------------------------------------------------------------------- tokenizer
 def train_tokenizer(docs: list[str], vocab_size: int):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # Every "\n" is its own token.  With the plain GPT-2 regex a newline is
+    # merged with the next line's indentation ("\n   " + " return"), so a prompt
+    # that ends in "\n" (as text files do) ends on a token boundary never seen
+    # in training, and greedy decoding falls into "\n#\n#..." loops.
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex("\n"), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    ])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
