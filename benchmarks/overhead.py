@@ -1,6 +1,6 @@
 """What does profiling cost? generate() under runprof and the tools people otherwise reach for.
 
-Runs, in interleaved rounds (A B C ... A B C ...) after a warm-up, ``generate(max_new_tokens=64)`` on
+Runs, in interleaved rounds (A B C ..., then B C ... A, rotated each round) after a warm-up, ``generate(max_new_tokens=64)`` on
 (a) runprof's shipped tiny MoE and (b) a Mixtral-shaped random model of about 150M parameters, at batch 1
 and 8, under: no profiler; ``runprof.track`` with routing only; ``runprof.track`` with everything on;
 ``torch.profiler.profile()``; ``torch.utils.flop_counter.FlopCounterMode``; DeepSpeed's ``FlopsProfiler``
@@ -109,8 +109,10 @@ def bench(label: str, model: torch.nn.Module, batch: int, rounds: int, new: int,
         one(model, ids, 4, ctx)
     times: dict[str, list[float]] = {k: [] for k in ctxs}
     reports: dict[str, Any] = {}
+    names = list(ctxs)
     for r in range(rounds):
-        for name, ctx in ctxs.items():
+        for name in names[r % len(names):] + names[: r % len(names)]:  # rotate: no tool always runs first
+            ctx = ctxs[name]
             seconds, handle = one(model, ids, new, ctx)
             times[name].append(seconds)
             if r == 0:
@@ -136,9 +138,10 @@ def main() -> int:
     ap.add_argument("--prompt-tokens", type=int, default=32)
     ap.add_argument("--batch-sizes", default="1,8")
     ap.add_argument("--quick", action="store_true", help="the shipped model only")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadiest on a 2-core machine)")
     ap.add_argument("--out", default=str(RESULTS / "overhead_cpu.json"))
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     models = {"tiny-moe (shipped)": load_model(None, device="cpu").model}
     if not args.quick:
         models["mixtral-150m (random)"] = mixtral_150m()

@@ -192,10 +192,12 @@ def test_unseen_config_counts_fast_and_small():
         "import time, resource, runprof\n"
         "from transformers import Qwen3MoeConfig\n"
         "runprof.count_params('mixtral')\n"  # warm: transformers' modeling machinery imported
-        "t = time.perf_counter()\n"
-        "r = runprof.count_params(Qwen3MoeConfig(num_hidden_layers=94, hidden_size=4096, num_experts=128,"
-        " moe_intermediate_size=1536, num_attention_heads=64, num_key_value_heads=4, vocab_size=151936))\n"
-        "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, r.params.total)\n"
+        "cfg = Qwen3MoeConfig(num_hidden_layers=94, hidden_size=4096, num_experts=128,"
+        " moe_intermediate_size=1536, num_attention_heads=64, num_key_value_heads=4, vocab_size=151936)\n"
+        "times = []\n"
+        "for _ in range(3):\n"  # the first includes importing the qwen3_moe modeling module
+        "    t = time.perf_counter(); r = runprof.count_params(cfg); times.append(time.perf_counter() - t)\n"
+        "print(times[0], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, r.params.total)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -227,11 +229,6 @@ def test_cli_bad_input_one_line_exit_2(args, message, tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
-
-
-def test_peak_memory_of_this_process_is_modest():
-    # The reference counts above built 20-47B-parameter models on the meta device in this process.
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < 2 * 1024 * 1024  # KiB -> under 2 GiB
 
 
 def test_bitsandbytes_4bit_logical_count():

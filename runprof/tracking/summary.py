@@ -45,15 +45,29 @@ def to_cpu(trace: LayerTrace, steps: list[Step]) -> LayerCalls:
     weights = None
     if all(w is not None and w.shape == i.shape for w, i in zip(trace.weights, trace.ids)):
         weights = torch.cat([_pad_k(w.float(), k, 0.0) for w in trace.weights]).cpu()
-    step_ids, positions, real = [], [], []
-    for s, t in zip(trace.steps, trace.ids):
-        n = t.shape[0]
-        step_ids.append(torch.full((n,), s, dtype=torch.long))
-        positions.append(torch.arange(n))
-        mask = steps[s].mask if 0 <= s < len(steps) else None
-        real.append(mask.cpu() if mask is not None and mask.numel() == n else torch.ones(n, dtype=torch.bool))
-    return LayerCalls(layer.num_experts, layer.params_per_expert, ids, weights, torch.cat(step_ids),
-                      torch.cat(positions), torch.cat(real))
+    counts = torch.tensor([t.shape[0] for t in trace.ids], dtype=torch.long)
+    step_of_call = torch.tensor(trace.steps, dtype=torch.long)
+    step = torch.repeat_interleave(step_of_call, counts)
+    starts = torch.cumsum(counts, 0) - counts
+    position = torch.arange(int(counts.sum())) - torch.repeat_interleave(starts, counts)
+    real = torch.cat([_mask_for(steps, s, t.shape[0]) for s, t in zip(trace.steps, trace.ids)])
+    return LayerCalls(layer.num_experts, layer.params_per_expert, ids, weights, step, position, real)
+
+
+def _mask_for(steps: list[Step], s: int, n: int) -> torch.Tensor:
+    """The padding mask of step ``s`` for ``n`` rows (all real when the rows are not ``batch x seq``)."""
+    mask = steps[s].mask if 0 <= s < len(steps) else None
+    return mask if mask is not None and mask.numel() == n else torch.ones(n, dtype=torch.bool)
+
+
+def steps_to_cpu(steps: list[Step]) -> list[Step]:
+    """The steps with their padding masks on the CPU, moved in one transfer."""
+    masks = [s.mask for s in steps if s.mask is not None]
+    if not masks:
+        return list(steps)
+    flat = torch.cat([m.to(masks[0].device) for m in masks]).cpu().split([m.numel() for m in masks])
+    it = iter(flat)
+    return [Step(s.phase, s.batch, s.seq, None if s.mask is None else next(it)) for s in steps]
 
 
 def _pad_k(t: torch.Tensor, k: int, fill: float | int = -1) -> torch.Tensor:

@@ -18,7 +18,7 @@ from ..moe.discovery import MoELayer, check_readable, config_top_k, find_moe_lay
 from ..results import TrackResult
 from ..static import count_params
 from .collectors import ModuleCollector, RoutingCollector, Step, StepCollector
-from .summary import LayerCalls, reconcile, summarize, to_cpu
+from .summary import LayerCalls, reconcile, steps_to_cpu, summarize, to_cpu
 
 log = logging.getLogger("runprof")
 
@@ -174,13 +174,9 @@ class Tracker:
 
     # --- result --------------------------------------------------------------------------------------
     def _build(self, wall: float) -> TrackResult:
-        steps = self.steps.steps
+        steps = steps_to_cpu(self.steps.steps)
         calls = [to_cpu(rc.trace, steps) for rc in self.routing]
-        self._trace = RoutingTrace(
-            layer_names=tuple(layer.name for layer in self.layers),
-            steps=[Step(s.phase, s.batch, s.seq, None if s.mask is None else s.mask.cpu()) for s in steps],
-            layers=calls,
-        )
+        self._trace = RoutingTrace(layer_names=tuple(layer.name for layer in self.layers), steps=steps, layers=calls)
         unused: tuple[str, ...] = ()
         if self.options["modules"]:
             unused = tuple(n for n in self.module_collector.handles if n not in self.module_collector.ran)
