@@ -101,8 +101,12 @@ class RoutingCollector:
         ids, weights = captured
         t = self.trace
         t.steps.append(self._steps.current)
-        t.ids.append(ids.detach().reshape(-1, ids.shape[-1]).to(self._narrow))
-        t.weights.append(None if weights is None else weights.detach().reshape(-1, weights.shape[-1]))
+        # integer ids never require grad (no detach); one dtype-narrowing copy is the only device op
+        t.ids.append((ids if ids.dim() == 2 else ids.reshape(-1, ids.shape[-1])).to(self._narrow))
+        if weights is not None:
+            weights = weights.detach()
+            weights = weights if weights.dim() == 2 else weights.reshape(-1, weights.shape[-1])
+        t.weights.append(weights)
 
     def pre_hook(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self._record(self._adapter.from_experts_inputs(args, kwargs))
