@@ -266,6 +266,9 @@ class RuntimeInfo:
     moe_layer_names: tuple[str, ...]
     forward_calls: int
     wall_s: float
+    # exact integer (sum, count) behind each Stat, keyed "active_params_per_token.all",
+    # "active_params_per_token_by_phase.decode", "experts_per_token": what merge_across_ranks adds up
+    sums: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -286,6 +289,7 @@ class RuntimeInfo:
             "moe_layer_names": list(self.moe_layer_names),
             "forward_calls": self.forward_calls,
             "wall_s": self.wall_s,
+            "sums": {k: list(v) for k, v in self.sums.items()},
         }
 
     @classmethod
@@ -307,6 +311,7 @@ class RuntimeInfo:
             moe_layer_names=tuple(d["moe_layer_names"]),
             forward_calls=d["forward_calls"],
             wall_s=d["wall_s"],
+            sums={k: (v[0], v[1]) for k, v in d.get("sums", {}).items()},
         )
 
 
@@ -372,6 +377,16 @@ class TrackResult:
             memory=d.get("memory"),
             extra=dict(d.get("extra", {})),
         )
+
+    def merge_across_ranks(self, group: Any = None) -> TrackResult:
+        """One global result from every rank's result: a collective that every rank of ``group`` must call
+        (:func:`runprof.tracking.distributed.merge_across_ranks`). Steps and memory stay per rank.
+
+        >>> merged = t.result.merge_across_ranks()  # doctest: +SKIP
+        """
+        from .tracking.distributed import merge_across_ranks
+
+        return merge_across_ranks(self, group=group)
 
 
 def result_from_dict(d: dict[str, Any]) -> CountResult | TrackResult:

@@ -34,6 +34,8 @@ def build_run_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-layers", type=int, default=None, metavar="N", help="with --random-init: keep N layers")
     p.add_argument("--verify-weights", action="store_true", help="fingerprint weights before and after the run")
     p.add_argument("--no-memory", action="store_true", help="skip the memory ledger")
+    p.add_argument("--distributed", action="store_true",
+                   help="under torchrun: split the --lines prompts across ranks, merge the results; rank 0 reports")
     p.add_argument("-v", "--verbose", action="store_true", help="log runprof's decisions to stderr")
     return p
 
@@ -93,7 +95,7 @@ def _encode(prep: Any, prompts: list[str], batch: int | None, max_new: int) -> d
     return {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask")}
 
 
-def _progress(total: int):  # noqa: ANN202 - a transformers LogitsProcessor
+def _progress(total: int, *, disable: bool = False):  # noqa: ANN202 - a transformers LogitsProcessor
     from tqdm.auto import tqdm
     from transformers import LogitsProcessor
 
@@ -101,7 +103,8 @@ def _progress(total: int):  # noqa: ANN202 - a transformers LogitsProcessor
         """Advances a progress bar once per generated token (reads nothing from the device)."""
 
         def __init__(self) -> None:
-            self.bar = tqdm(total=total, desc="generating", unit="tok", file=sys.stderr, leave=False)
+            self.bar = tqdm(total=total, desc="generating", unit="tok", file=sys.stderr, leave=False,
+                            disable=disable)
 
         def __call__(self, input_ids, scores):  # noqa: ANN001, ANN204
             self.bar.update(1)
@@ -113,26 +116,39 @@ def _progress(total: int):  # noqa: ANN202 - a transformers LogitsProcessor
 def run_main(argv: Sequence[str]) -> int:
     import logging
 
-    import torch
-
-    from . import set_top_k, track
-    from .models.loading import load_model, parse_device, parse_dtype, prepare
-    from .renderers.text import render_track
+    from .models.loading import parse_device
 
     args = build_run_parser().parse_args(list(argv))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="runprof: %(message)s")
     _check_args(args)
     prompts = read_prompts(args.prompt, args.lines)
     device = parse_device(args.device)
+    if not args.distributed:
+        return _run(args, prompts, device)
+    from .tracking.distributed import process_group_from_env, split_prompts
+
+    with process_group_from_env(device) as (device, rank, world):
+        return _run(args, split_prompts(prompts, rank, world), device, rank=rank)
+
+
+def _run(args: argparse.Namespace, prompts: list[str], device: Any, *, rank: int = 0) -> int:
+    """Load, generate under ``track`` and report; under ``--distributed`` only rank 0 prints or writes."""
+    import torch
+
+    from . import set_top_k, track
+    from .models.loading import load_model, parse_dtype, prepare
+    from .renderers.text import render_track
+
+    say = (lambda msg: print(msg, file=sys.stderr)) if rank == 0 else (lambda msg: None)
     t0 = time.perf_counter()
     prep = prepare(args.model, random_init=args.random_init, num_layers=args.num_layers)
     _check_top_k(prep.config, args.top_k)
     inputs = _encode(prep, prompts, args.batch_size, args.max_new_tokens)
     loaded = load_model(prep, device=device, dtype=parse_dtype(args.dtype),
-                        on_start=lambda msg: print(msg + " ...", file=sys.stderr))
+                        on_start=lambda msg: say(msg + " ..."))
     model = loaded.model
     inputs = {k: v.to(device) for k, v in inputs.items()}
-    print(f"loaded in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    say(f"loaded in {time.perf_counter() - t0:.1f} s")
     notes = list(loaded.notes)
     if args.top_k is not None:
         changes = set_top_k(model, args.top_k)
@@ -140,17 +156,24 @@ def run_main(argv: Sequence[str]) -> int:
     if args.config_top_k is not None:
         model.config.get_text_config().num_experts_per_tok = args.config_top_k
         notes.append(f"config.num_experts_per_tok set to {args.config_top_k} after loading (routers untouched)")
-    progress = _progress(args.max_new_tokens)
+    progress = _progress(args.max_new_tokens, disable=rank != 0)
     tok = loaded.tokenizer
     with torch.inference_mode(), track(model, verify_weights=args.verify_weights,
-                                       memory=False if args.no_memory else None, name=loaded.ref.name) as t:
+                                       memory=False if args.no_memory else None, name=loaded.ref.name,
+                                       distributed=args.distributed) as t:
         out = model.generate(**inputs, max_new_tokens=args.max_new_tokens, do_sample=False,
                              pad_token_id=tok.pad_token_id, logits_processor=[progress])
     progress.bar.close()
     result = t.result
     generated = tok.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
     first_line = next((line for line in generated.splitlines() if line.strip()), "")
+    if rank != 0:
+        return EXIT_OK
     print(render_track(result))
+    if args.distributed:
+        d = result.extra["distributed"]
+        notes.append(f"merged across {d['world_size']} ranks ({d['backend']}); per-step records and memory are "
+                     "per rank, not shown; generated text below is rank 0's")
     for note in notes:
         print(f"note: {note}")
     print(f"generated (first line): {first_line!r}")

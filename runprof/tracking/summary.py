@@ -91,6 +91,11 @@ def _stat(values: torch.Tensor) -> Stat:
     return Stat(float(values.double().mean()), int(values.min()), int(values.max()))
 
 
+def _total(values: torch.Tensor) -> tuple[int, int]:
+    """Exact integer (sum, count) behind a :class:`Stat`, so results of several ranks merge exactly."""
+    return int(values.sum()), values.numel()
+
+
 def summarize(
     static: CountResult,
     steps: list[Step],
@@ -153,6 +158,9 @@ def summarize(
     if calls:
         active = {conv: _stat(values - off) for conv, off in offsets.items()}
         by_phase = {p: _stat(values[value_phase == i]) for i, p in enumerate(PHASES)}
+        totals = {f"active_params_per_token.{conv}": _total(values - off) for conv, off in offsets.items()}
+        totals |= {f"active_params_per_token_by_phase.{p}": _total(values[value_phase == i])
+                   for i, p in enumerate(PHASES)}
         sums = torch.zeros(n_steps, dtype=torch.float64).index_add_(0, value_step, values.double())
         counts = torch.bincount(value_step, minlength=n_steps)
         step_mean = [float(sums[i] / counts[i]) if counts[i] else None for i in range(n_steps)]
@@ -163,6 +171,9 @@ def summarize(
 
         active = {conv: full(sum(step_real), off) for conv, off in offsets.items()}
         by_phase = {p: full(tokens[p]) for p in PHASES}
+        totals = {f"active_params_per_token.{conv}": (sum(step_real) * (total - off), sum(step_real))
+                  for conv, off in offsets.items()}
+        totals |= {f"active_params_per_token_by_phase.{p}": (tokens[p] * total, tokens[p]) for p in PHASES}
         step_mean = [float(total) if n else None for n in step_real]
         params_touched = total
 
@@ -177,6 +188,7 @@ def summarize(
         for i, st in enumerate(steps)
     )
     distinct_cat = torch.cat(distinct_all) if distinct_all else torch.zeros(0, dtype=torch.long)
+    totals["experts_per_token"] = _total(distinct_cat)
     return RuntimeInfo(
         tokens=tokens,
         active_params_per_token=active,
@@ -190,6 +202,7 @@ def summarize(
         moe_layer_names=layer_names,
         forward_calls=len(steps),
         wall_s=wall_s,
+        sums=totals,
     )
 
 

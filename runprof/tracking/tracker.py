@@ -44,6 +44,10 @@ class Tracker:
     Options (keyword-only): ``routing`` captures expert ids per token in every MoE layer; ``modules``
     records which modules with parameters ran; ``memory`` adds the memory ledger (default on; GPU rows
     on CUDA models, process RSS on CPU); ``verify_weights`` fingerprints the state_dict before and after and reports any change.
+    ``distributed`` merges every rank's result at ``stop()`` (a collective: every rank must stop, see
+    :func:`runprof.tracking.distributed.merge_across_ranks`); ``.result`` is then the merged result and
+    ``.local_result`` this rank's own. A model with an accelerate device map (or offloaded weights) gets
+    ``result.extra["placement"]``: parameter bytes per device, ``disk`` included.
     """
 
     def __init__(
@@ -54,15 +58,18 @@ class Tracker:
         modules: bool = True,
         memory: bool | None = None,
         verify_weights: bool = False,
+        distributed: bool = False,
         name: str | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TrackingError(f"track() takes a torch.nn.Module, not {type(model).__name__}")
         self.model = model
-        self.options = {"routing": routing, "modules": modules, "memory": memory, "verify_weights": verify_weights}
+        self.options = {"routing": routing, "modules": modules, "memory": memory, "verify_weights": verify_weights,
+                        "distributed": distributed}
         self.name = name
         self._stack: contextlib.ExitStack | None = None
         self._result: TrackResult | None = None
+        self._local: TrackResult | None = None
         self.steps = StepCollector()
         self.routing: list[RoutingCollector] = []
         self.module_collector = ModuleCollector()
@@ -144,7 +151,8 @@ class Tracker:
         wall = time.perf_counter() - self._t0
         stack, self._stack = self._stack, None
         stack.close()  # hooks come off before any result is built
-        self._result = self._build(wall)
+        self._local = self._build(wall)
+        self._result = self._local.merge_across_ranks() if self.options["distributed"] else self._local
         return self._result
 
     def __enter__(self) -> Tracker:
@@ -172,6 +180,13 @@ class Tracker:
             raise TrackingError("the result exists after the tracked region ends (exit the with block or call stop())")
         return self._result
 
+    @property
+    def local_result(self) -> TrackResult:
+        """This rank's own result (per-step records and memory included); ``.result`` unless ``distributed``."""
+        if self._local is None:
+            raise TrackingError("the result exists after the tracked region ends (exit the with block or call stop())")
+        return self._local
+
     # --- result --------------------------------------------------------------------------------------
     def _build(self, wall: float) -> TrackResult:
         steps = steps_to_cpu(self.steps.steps)
@@ -189,6 +204,11 @@ class Tracker:
             wall_s=wall,
         )
         extra: dict[str, Any] = {}
+        from .distributed import placement
+
+        where = placement(self.model)
+        if where is not None:
+            extra["placement"] = where
         if self._weights_before is not None:
             from ..snapshots import compare, snapshot
 

@@ -1,0 +1,280 @@
+"""Beyond one device: results merged across ``torch.distributed`` ranks, and where a model's weights live.
+
+``merge_across_ranks`` costs two collectives whatever the model's size, never one per counter:
+
+1. one **MAX** all-reduce of a fixed-size float64 vector: wall time, measured k, the weights-changed flag,
+   each statistic's ``-min`` and ``max`` (a minimum is the negated maximum of the negatives), and
+   consistency checks packed as ``[x, -x]`` pairs (after MAX they agree on every rank iff every rank sent
+   the same ``x``): the model's parameter count, a CRC of the MoE layout, the presence of exact sums, a CRC
+   of the unused modules. Its size does not depend on the model, so mismatched ranks are found and every rank
+   raises the same :class:`TrackingError` before any size-dependent collective;
+2. one **SUM** all-reduce of an int64 vector: tokens per phase, forward calls, the exact ``(sum, count)``
+   behind every per-token statistic (``RuntimeInfo.sums``) and every layer's expert load, flattened.
+   Integers stay integers, so the merged loads, counts and means are exactly those of one process that
+   saw every rank's tokens. The union of experts used, for ``params_touched``, is ``merged load > 0``.
+
+Only when ranks saw different modules run does a third collective (``all_gather_object`` of the unused
+module names) intersect them. Per-step records, the memory ledger, the weight placement and the weights
+diff stay per rank: the merged result has ``steps == ()`` and ``memory is None``; each rank's own result
+keeps them (``Tracker.local_result``).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import InvalidArgumentError, TrackingError
+from ..results import CONVENTIONS, RuntimeInfo, Stat, TrackResult
+from .summary import PHASES, reconcile
+
+log = logging.getLogger("runprof")
+
+STAT_KEYS: tuple[str, ...] = (
+    *(f"active_params_per_token.{c}" for c in CONVENTIONS),
+    *(f"active_params_per_token_by_phase.{p}" for p in PHASES),
+    "experts_per_token",
+)
+"""Every per-token statistic of a :class:`RuntimeInfo`, in packing order (keys of ``RuntimeInfo.sums``)."""
+
+RANK_LOCAL: tuple[str, ...] = ("steps", "memory", "placement", "weights_diff")
+"""What a merged result does not merge: each rank's own result keeps it."""
+
+_HEAD = 3  # MAX vector: wall_s, measured k (-1 = none), weights changed (-1 = not verified)
+_CHECKS = ("the parameter count", "the MoE layout", "exact sums (RuntimeInfo.sums)", "unused modules")
+
+
+def merge_across_ranks(result: TrackResult, *, group: Any = None) -> TrackResult:
+    """One global result from every rank's result; a collective that every rank of ``group`` must call.
+
+    Loads, tokens, forward calls and statistics' sums are added, min/max and wall time take the extreme,
+    ``params_touched`` counts the union of experts any rank used, the reconcile rows are recomputed.
+
+    >>> import torch.distributed as dist  # doctest: +SKIP
+    >>> dist.init_process_group("gloo")  # under torchrun  # doctest: +SKIP
+    >>> with runprof.track(model) as t:  # doctest: +SKIP
+    ...     model.generate(my_share_of_prompts, max_new_tokens=8)
+    >>> merged = t.result.merge_across_ranks()  # the same on every rank  # doctest: +SKIP
+    """
+    dist = _process_group_ready()
+    device = _collective_device(dist, group)
+    rt = result.runtime
+    maxed = torch.tensor(_max_vector(result), dtype=torch.float64, device=device)
+    dist.all_reduce(maxed, op=dist.ReduceOp.MAX, group=group)
+    mx = maxed.tolist()
+    agree = _check_agreement(mx)
+    summed = torch.tensor(_sum_vector(rt), dtype=torch.int64, device=device)
+    dist.all_reduce(summed, op=dist.ReduceOp.SUM, group=group)
+    unused = rt.unused_modules if agree else _unused_everywhere(dist, rt.unused_modules, group)
+    runtime = _merged_runtime(result, summed.tolist(), mx, unused)
+    extra = {k: v for k, v in result.extra.items() if k not in RANK_LOCAL}
+    if mx[2] >= 0:
+        extra["weights_changed"] = bool(mx[2])
+    extra["distributed"] = {
+        "world_size": dist.get_world_size(group), "rank": dist.get_rank(group),
+        "backend": str(dist.get_backend(group)), "rank_local": list(RANK_LOCAL),
+    }
+    return TrackResult(static=result.static, runtime=runtime, reconcile=reconcile(result.static, runtime, []),
+                       memory=None, extra=extra)
+
+
+def _process_group_ready() -> Any:
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_initialized():
+        raise TrackingError(
+            "merge_across_ranks needs an initialized torch.distributed process group; call "
+            "torch.distributed.init_process_group() first (torchrun sets its environment)"
+        )
+    return dist
+
+
+def _collective_device(dist: Any, group: Any) -> torch.device:
+    """NCCL reduces CUDA tensors only; gloo (and a mixed ``cpu:gloo,cuda:nccl`` group) takes CPU tensors."""
+    backend = str(dist.get_backend(group)).lower()
+    if "nccl" in backend and "gloo" not in backend:
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _stat(rt: RuntimeInfo, key: str) -> Stat:
+    name, _, sub = key.partition(".")
+    value = getattr(rt, name)
+    return value.get(sub, Stat(None, None, None)) if sub else value
+
+
+def _crc(value: object) -> int:
+    return zlib.crc32(repr(value).encode())
+
+
+def _max_vector(r: TrackResult) -> list[float]:
+    rt = r.runtime
+    changed = r.extra.get("weights_changed")
+    vec = [float(rt.wall_s), float(rt.top_k.get("measured") or -1), -1.0 if changed is None else float(changed)]
+    for key in STAT_KEYS:
+        s = _stat(rt, key)
+        vec += [-math.inf, -math.inf] if s.min is None else [-float(s.min), float(s.max)]
+    layout = (rt.moe_layer_names, tuple(len(load) for load in rt.expert_load))
+    missing = any(key not in rt.sums for key in STAT_KEYS)
+    for check in (r.params.total, _crc(layout), int(missing), _crc(rt.unused_modules)):
+        vec += [float(check), -float(check)]
+    return vec
+
+
+def _check_agreement(mx: list[float]) -> bool:
+    """Raise on every rank alike if the ranks tracked different models; False if only unused modules differ."""
+    pairs = mx[_HEAD + 2 * len(STAT_KEYS):]
+    same = [pairs[2 * i] == -pairs[2 * i + 1] for i in range(len(_CHECKS))]
+    if not all(same[:2]):
+        raise TrackingError(
+            "merge_across_ranks: the ranks tracked different models (parameter count or MoE layout differ); "
+            "every rank must track the same model"
+        )
+    if pairs[4] > 0:
+        raise TrackingError(
+            "merge_across_ranks: a rank's result has no exact sums (RuntimeInfo.sums, added in runprof's "
+            "distributed support); re-run the tracked region with this runprof version on every rank"
+        )
+    return same[3]
+
+
+def _sum_vector(rt: RuntimeInfo) -> list[int]:
+    vec = [int(rt.tokens.get(p, 0)) for p in PHASES] + [rt.forward_calls]
+    for key in STAT_KEYS:
+        vec += [int(x) for x in rt.sums[key]]
+    for load in rt.expert_load:
+        vec += load
+    return vec
+
+
+def _unused_everywhere(dist: Any, unused: tuple[str, ...], group: Any) -> tuple[str, ...]:
+    log.debug("ranks ran different modules: intersecting their unused modules (one all_gather_object)")
+    everyone: list[Any] = [None] * dist.get_world_size(group)
+    dist.all_gather_object(everyone, list(unused), group=group)
+    return tuple(name for name in unused if all(name in other for other in everyone))
+
+
+def _merged_runtime(r: TrackResult, sm: list[int], mx: list[float], unused: tuple[str, ...]) -> RuntimeInfo:
+    rt = r.runtime
+    tokens = dict(zip(PHASES, sm))
+    pos, stats, sums = len(PHASES) + 1, {}, {}
+    for i, key in enumerate(STAT_KEYS):
+        total, count = sm[pos], sm[pos + 1]
+        pos += 2
+        sums[key] = (total, count)
+        neg_min, high = mx[_HEAD + 2 * i], mx[_HEAD + 2 * i + 1]
+        stats[key] = Stat(total / count, int(-neg_min), int(high)) if count else Stat(None, None, None)
+    loads = []
+    for load in rt.expert_load:
+        loads.append(tuple(sm[pos:pos + len(load)]))
+        pos += len(load)
+    ppe = {layer.name: layer.params_per_expert for layer in (r.moe.layers if r.moe else ())}
+    names = rt.moe_layer_names
+    base = r.params.total - sum(len(load) * ppe[name] for name, load in zip(names, loads))
+    measured = int(mx[1])
+    return RuntimeInfo(
+        tokens=tokens,
+        active_params_per_token={c: stats[f"active_params_per_token.{c}"] for c in rt.active_params_per_token},
+        active_params_per_token_by_phase={
+            p: stats[f"active_params_per_token_by_phase.{p}"] for p in rt.active_params_per_token_by_phase
+        },
+        experts_per_token=stats["experts_per_token"],
+        top_k={**rt.top_k, "measured": measured if measured >= 0 else None},
+        expert_load=tuple(loads),
+        params_touched=base + sum(sum(1 for x in load if x) * ppe[name] for name, load in zip(names, loads)),
+        steps=(),
+        unused_modules=unused,
+        moe_layer_names=names,
+        forward_calls=sm[len(PHASES)],
+        wall_s=mx[0],
+        sums=sums,
+    )
+
+
+def placement(model: nn.Module) -> dict[str, int] | None:
+    """Parameter bytes (numel x element size) per place: ``cpu``, ``cuda:N``, ``disk`` or ``meta``.
+
+    Places come from accelerate's ``hf_device_map`` when the model has one (so weights offloaded to
+    ``disk`` or ``cpu`` are reported as such, although their parameters sit on ``meta``), else from each
+    parameter's device (``meta``: not resident, e.g. ``accelerate.cpu_offload`` loads them at each forward).
+    None for a model wholly on one real device without a device map.
+
+    >>> placement(nn.Linear(4, 4)) is None
+    True
+    >>> m = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+    >>> m.hf_device_map = {"0": "cpu", "1": "disk"}
+    >>> placement(m)  # (16 + 4) x 4 bytes, (8 + 2) x 4 bytes
+    {'cpu': 80, 'disk': 40}
+    """
+    device_map = getattr(model, "hf_device_map", None)
+    places: dict[str, int] = {}
+    for name, p in model.named_parameters():
+        where = _mapped_place(name, device_map) if isinstance(device_map, dict) else None
+        where = where or str(p.device)
+        places[where] = places.get(where, 0) + p.numel() * p.element_size()
+    if not isinstance(device_map, dict) and len(places) <= 1 and "meta" not in places:
+        return None
+    return places
+
+
+def _mapped_place(name: str, device_map: dict[str, Any]) -> str | None:
+    """The device-map entry of the longest module prefix of ``name`` ("" maps the whole model)."""
+    best = max((k for k in device_map if k == "" or name == k or name.startswith(k + ".")), key=len, default=None)
+    if best is None:
+        return None
+    where = device_map[best]
+    if isinstance(where, int):  # accelerate's integer = index of the default accelerator
+        acc = torch.accelerator.current_accelerator() if hasattr(torch, "accelerator") else None
+        return f"{acc.type if acc is not None else 'cuda'}:{where}"
+    return str(where)
+
+
+def split_prompts(prompts: list[str], rank: int, world_size: int) -> list[str]:
+    """Rank ``rank``'s share of the prompts (data parallel: every ``world_size``-th one, from ``rank``).
+
+    >>> split_prompts(["a", "b", "c"], 1, 2)
+    ['b']
+    """
+    if len(prompts) < world_size:
+        raise InvalidArgumentError(
+            f"--distributed: {len(prompts)} prompt(s) for {world_size} ranks; give at least one line per rank "
+            "(--prompt FILE --lines)"
+        )
+    return prompts[rank::world_size]
+
+
+@contextlib.contextmanager
+def process_group_from_env(device: torch.device) -> Iterator[tuple[torch.device, int, int]]:
+    """Join the process group torchrun describes (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``):
+    NCCL for CUDA, gloo for CPU. Yields ``(device, rank, world_size)``, a bare ``cuda`` device becoming
+    ``cuda:LOCAL_RANK``; destroys the group on exit if it created it.
+
+    >>> with process_group_from_env(torch.device("cpu")) as (device, rank, world):  # doctest: +SKIP
+    ...     ...
+    """
+    import torch.distributed as dist
+
+    missing = [k for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
+    if missing and not dist.is_initialized():
+        raise InvalidArgumentError(
+            f"--distributed: {', '.join(missing)} not set; launch with torchrun --nproc-per-node N -m runprof ..."
+        )
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    created = not dist.is_initialized()
+    if created:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        yield device, dist.get_rank(), dist.get_world_size()
+    finally:
+        if created:
+            dist.destroy_process_group()
