@@ -68,8 +68,9 @@ def hub_offline() -> bool:
 def resolve(ref: str | os.PathLike[str] | None) -> ModelRef:
     """Resolve a model reference (``None`` means the shipped default model).
 
-    >>> resolve("mixtral").hub_id if False else resolve("mixtral").kind
-    'alias'
+    >>> ref = resolve("mixtral")
+    >>> ref.kind, ref.weights_source
+    ('alias', 'mistralai/Mixtral-8x7B-Instruct-v0.1')
     """
     if ref is None or str(ref) == DEFAULT_MODEL:
         return ModelRef(DEFAULT_MODEL, "shipped", str(TINY_MOE_DIR / "config.json"), str(TINY_MOE_DIR))
