@@ -32,6 +32,8 @@ def build_run_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="PATH", help="write the result as JSON")
     p.add_argument("--random-init", action="store_true", help="real architecture from its config, random weights")
     p.add_argument("--num-layers", type=int, default=None, metavar="N", help="with --random-init: keep N layers")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch CPU threads (1 is often fastest for small models on a busy machine)")
     p.add_argument("--verify-weights", action="store_true", help="fingerprint weights before and after the run")
     p.add_argument("--no-memory", action="store_true", help="skip the memory ledger")
     p.add_argument("--distributed", action="store_true",
@@ -55,6 +57,8 @@ def read_prompts(path: str, lines: bool) -> list[str]:
 
 
 def _check_args(args: argparse.Namespace) -> None:
+    if args.threads is not None and args.threads < 1:
+        raise InvalidArgumentError(f"--threads {args.threads}: must be at least 1")
     if args.max_new_tokens < 1:
         raise InvalidArgumentError(f"--max-new-tokens {args.max_new_tokens}: must be at least 1")
     if args.batch_size is not None and args.batch_size < 1:
@@ -121,6 +125,10 @@ def run_main(argv: Sequence[str]) -> int:
     args = build_run_parser().parse_args(list(argv))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="runprof: %(message)s")
     _check_args(args)
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     prompts = read_prompts(args.prompt, args.lines)
     device = parse_device(args.device)
     if not args.distributed:

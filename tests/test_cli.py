@@ -56,7 +56,7 @@ def test_top_k_1_on_default_model(capsys, tmp_path):
 
 
 def test_config_only_change_is_reported(capsys):
-    assert main(["--prompt", PROMPT, "--max-new-tokens", "2", "--config-top-k", "1"]) == 0
+    assert main(["--prompt", PROMPT, "--max-new-tokens", "2", "--config-top-k", "1", "--threads", "1"]) == 0
     text = capsys.readouterr().out
     assert "MISMATCH: config.num_experts_per_tok=1 but the routers hold k=2 and measured k=2" in text
 
@@ -108,6 +108,7 @@ def test_shipped_model_is_small_and_complete():
         (["--prompt", PROMPT, "--top-k", "99"], "out of range"),
         (["mixtral", "--prompt", PROMPT], "not in the local Hugging Face cache"),
         (["--prompt", PROMPT, "--num-layers", "1"], "--num-layers needs --random-init"),
+        (["--prompt", PROMPT, "--threads", "0"], "--threads 0"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(args, message, tmp_path, capsys, monkeypatch):
