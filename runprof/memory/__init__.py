@@ -21,8 +21,10 @@ class MemoryCollector:
     Torch peaks are read at exit only, so the tracked region gains no host synchronization.
     """
 
-    def __init__(self, model: nn.Module, *, interval_s: float = 0.05) -> None:
+    def __init__(self, model: nn.Module, *, interval_s: float = 0.05,
+                 static_bytes: tuple[int, int] | None = None) -> None:
         self.model = model
+        self.static_bytes = static_bytes
         self.device = _cuda_device(model)
         self.cache: Any = None
         self.tokens_cached = 0
@@ -50,7 +52,7 @@ class MemoryCollector:
                 self._poller.__exit__(*exc)
             self._nvml_used = self._nvml.process_used() if self._nvml else Reading(None, "no NVML")
 
-    def ledger(self, **_: Any) -> dict[str, Any]:
+    def ledger(self) -> dict[str, Any]:
         """The ledger for this run (call after exit)."""
         gpu = None
         if self.device is not None and self._start is not None and self._end is not None:
@@ -65,7 +67,7 @@ class MemoryCollector:
                 nvml_total=nv.device_total() if nv else Reading(None, "no NVML"),
             )
         return build_ledger(self.model, gpu=gpu, gpu_reason="model is on the CPU: no GPU rows",
-                            cache=self.cache, tokens_cached=self.tokens_cached)
+                            cache=self.cache, tokens_cached=self.tokens_cached, static_bytes=self.static_bytes)
 
 
 def memory_ledger(model: nn.Module, *, cache: Any = None, tokens_cached: int = 0) -> dict[str, Any]:

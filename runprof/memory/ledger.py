@@ -99,9 +99,13 @@ def _diff(a: Reading, b: Reading | int | None, what: str) -> tuple[int | None, s
 
 def build_ledger(
     model: nn.Module, *, gpu: GpuReadings | None, gpu_reason: str = "", cache: Any = None, tokens_cached: int = 0,
+    static_bytes: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
-    """The ledger as the JSON ``memory`` section: ``{"rows": [...], "devices": {...}}``."""
-    weights, buffers = weight_bytes(model)
+    """The ledger as the JSON ``memory`` section: ``{"rows": [...], "devices": {...}}``.
+
+    ``static_bytes`` is (parameter bytes, buffer bytes) when the caller already counted them (the tracker
+    passes its static counts), so the weights are not walked a second time."""
+    weights, buffers = static_bytes if static_bytes is not None else weight_bytes(model)
     kv = cache_bytes(cache)
     first = next(iter(model.parameters()), None)
     est, est_note = kv_estimate(getattr(model, "config", None), tokens_cached, first.element_size() if first is not None else 2) \

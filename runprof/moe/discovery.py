@@ -27,7 +27,6 @@ log = logging.getLogger("runprof")
 
 _LAYER_INDEX = re.compile(r"\.(\d+)(?:\.|$)")
 _ROUTER_CHILD_NAMES = ("gate", "router", "w_gate", "switch", "moe_gate", "gating", "mlp_router")
-_TOP_K_ATTRS = ("top_k", "num_experts_per_tok", "topk", "k", "moe_top_k", "num_selected_experts", "top_k_experts")
 _CONFIG_TOP_K = ("num_experts_per_tok", "moe_top_k", "top_k", "num_selected_experts", "moe_k", "top_k_experts")
 
 
@@ -60,16 +59,24 @@ def layer_index(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def config_top_k(config: Any) -> int | None:
-    """Top-k as the config says, from the field this architecture uses (text sub-config included)."""
-    for cfg in (config, getattr(config, "text_config", None)):
+def config_top_k_fields(config: Any) -> list[tuple[Any, str, str]]:
+    """``(config object, path, field)`` of each config level (top, ``text_config``) that holds a top-k."""
+    found = []
+    for cfg, path in ((config, "config"), (getattr(config, "text_config", None), "config.text_config")):
         if cfg is None:
             continue
         for attr in _CONFIG_TOP_K:
             value = getattr(cfg, attr, None)
             if isinstance(value, int) and not isinstance(value, bool):
-                return value
-    return None
+                found.append((cfg, path, attr))
+                break
+    return found
+
+
+def config_top_k(config: Any) -> int | None:
+    """Top-k as the config says, from the field this architecture uses (text sub-config included)."""
+    fields = config_top_k_fields(config)
+    return int(getattr(fields[0][0], fields[0][2])) if fields else None
 
 
 def _declared_router_classes(model: nn.Module) -> tuple[type, ...]:

@@ -6,11 +6,9 @@ import logging
 from torch import nn
 
 from ..errors import InvalidArgumentError
-from .discovery import find_moe_layers
+from .discovery import config_top_k_fields, find_moe_layers
 
 log = logging.getLogger("runprof")
-
-_CONFIG_FIELDS = ("num_experts_per_tok", "moe_top_k", "top_k", "num_selected_experts", "moe_k", "top_k_experts")
 
 
 def set_top_k(model: nn.Module, k: int) -> list[tuple[str, int, int]]:
@@ -38,15 +36,8 @@ def set_top_k(model: nn.Module, k: int) -> list[tuple[str, int, int]]:
     changes: list[tuple[str, int, int]] = []
     for layer in layers:
         changes += layer.adapter.write_top_k(layer, k)
-    config = getattr(model, "config", None)
-    for cfg, prefix in ((config, "config"), (getattr(config, "text_config", None), "config.text_config")):
-        if cfg is None:
-            continue
-        for field in _CONFIG_FIELDS:
-            old = getattr(cfg, field, None)
-            if isinstance(old, int) and not isinstance(old, bool):
-                setattr(cfg, field, k)
-                changes.append((f"{prefix}.{field}", old, k))
-                break
+    for cfg, path, field in config_top_k_fields(getattr(model, "config", None)):
+        changes.append((f"{path}.{field}", getattr(cfg, field), k))
+        setattr(cfg, field, k)
     log.info("set_top_k(%d): %d attributes changed", k, len(changes))
     return changes

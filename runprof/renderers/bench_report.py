@@ -61,8 +61,8 @@ def render_decode_distinct(r: BenchResult) -> str:
         "-" if s.decode_distinct_mean is None else f"{s.decode_distinct_mean:.2f} ({s.decode_distinct_uniform:.2f})"
         for s in run.routing.layers] for run in r.runs]
     return _table(rows, ["k", "batch", *names], ("right",) * (2 + len(names))) + \
-        f"\ndistinct experts per decode step, mean (uniform routing: E(1 - (1 - k/E)^B)); batch rows are rotations " \
-        f"of the prompt"
+        "\ndistinct experts per decode step, mean (uniform routing: E(1 - (1 - k/E)^B)); batch rows are rotations " \
+        "of the prompt"
 
 
 def render_routing(run: BenchRun) -> str:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..results import CONVENTIONS, TrackResult
-from .text import _table, human, human_bytes, n, pct
+from .text import _table, human_bytes, n, pct
 
 
 def render_runtime(r: TrackResult) -> str:
@@ -67,4 +67,4 @@ def render_memory(memory: dict) -> str:
     return _table(rows, ["memory", "size", "source", "note"], ("left", "right", "left", "left"))
 
 
-__all__ = ["render_runtime", "render_expert_load", "render_memory", "human"]
+__all__ = ["render_runtime", "render_expert_load", "render_memory"]

@@ -40,10 +40,14 @@ def build_meta_model(config: Any, dtype: torch.dtype | None = None) -> nn.Module
         ) from e
 
 
+def model_name(model: nn.Module) -> str:
+    """The name a model was loaded under (``config._name_or_path``), else its class name."""
+    return getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
+
+
 def _as_model(obj: ModelLike, dtype: torch.dtype | None) -> tuple[nn.Module, str]:
     if isinstance(obj, nn.Module):
-        cfg = getattr(obj, "config", None)
-        return obj, getattr(cfg, "_name_or_path", "") or type(obj).__name__
+        return obj, model_name(obj)
     from transformers import PretrainedConfig
 
     if isinstance(obj, PretrainedConfig):
@@ -147,6 +151,11 @@ def count_params(model_or_config: ModelLike, *, dtype: torch.dtype | None = None
         check_readable(model, layers)
     except UnsupportedModelError as e:
         log.warning("%s; counts below treat it as dense", e)
+    return count_model(model, layers, name=name or default_name)
+
+
+def count_model(model: nn.Module, layers: list[MoELayer], *, name: str) -> CountResult:
+    """:func:`count_params` for a live model whose MoE layers were already found (the tracker's path)."""
     groups, unique, tied = group_parameters(model, layers)
 
     by_group = dict.fromkeys(GROUPS, 0)
@@ -161,7 +170,7 @@ def count_params(model_or_config: ModelLike, *, dtype: torch.dtype | None = None
     config = getattr(model, "config", None)
     first = next(iter(model.parameters()), None)
     info = ModelInfo(
-        name=name or default_name,
+        name=name,
         class_name=type(model).__name__,
         model_type=str(getattr(config, "model_type", "")),
         dtype=dtype_name(first) if first is not None else "",

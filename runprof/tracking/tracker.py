@@ -16,7 +16,7 @@ from torch import nn
 from ..errors import TrackingError, UnsupportedModelError
 from ..moe.discovery import MoELayer, check_readable, config_top_k, find_moe_layers
 from ..results import TrackResult
-from ..static import count_params
+from ..static import count_model, model_name
 from .collectors import ModuleCollector, RoutingCollector, Step, StepCollector
 from .summary import LayerCalls, reconcile, steps_to_cpu, summarize, to_cpu
 
@@ -89,9 +89,9 @@ class Tracker:
                 f"{type(self.model).__name__} is already being tracked; nested runprof.track on one model is "
                 "not supported (stop the outer tracker first)"
             )
-        self.static = count_params(self.model, name=self.name)
         self.layers = find_moe_layers(self.model)
         check_readable(self.model, self.layers)
+        self.static = count_model(self.model, self.layers, name=self.name or model_name(self.model))
         self._top_k_router = self.layers[0].top_k if self.layers else None
         if self.options["verify_weights"]:
             from ..snapshots import snapshot
@@ -133,7 +133,8 @@ class Tracker:
         if self.options["memory"] is not False:
             from ..memory import MemoryCollector
 
-            self._memory = stack.enter_context(MemoryCollector(self.model))
+            counted = (self.static.bytes.total, self.static.bytes.buffers)
+            self._memory = stack.enter_context(MemoryCollector(self.model, static_bytes=counted))
             stack.enter_context(self.model.register_forward_hook(self._keep_cache))
 
     def _keep_cache(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
