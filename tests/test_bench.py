@@ -2,7 +2,6 @@
 top-2, 4 MoE layers): exact experts and active params per k, k restored, JSON shape, PNGs, errors."""
 from __future__ import annotations
 
-import argparse
 import doctest
 import importlib
 import json
@@ -15,14 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from runprof.cli import SUBCOMMANDS, _guard
+from runprof.cli import main
 from runprof.models.loading import load_model
 from runprof.models.resolve import TINY_MOE_DIR
 from runprof.moe import find_moe_layers
-from runprof.routing import cli as bench_cli
+from runprof.cli import bench as bench_cli
 from runprof.routing import likelihood, timing
 from runprof.routing.bench import BenchResult, bench
-from runprof.routing.cli import add_bench
 
 from .conftest import REPO
 
@@ -135,11 +133,8 @@ def test_docstring_examples(one_thread):
 
 # --- the command ----------------------------------------------------------------------------------
 def run_cli(argv: list[str]) -> int:
-    """What ``python -m runprof bench ...`` does once ``add_bench`` is registered in runprof.cli."""
-    parser = argparse.ArgumentParser(prog="python -m runprof")
-    add_bench(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
-    return _guard(lambda: args.func(args))
+    """What ``python -m runprof bench ...`` does, in this process."""
+    return main(argv)
 
 
 @pytest.fixture
@@ -201,7 +196,6 @@ def test_cli_errors_are_one_line(prompt_file, tmp_path, capsys, monkeypatch, one
     assert not (tmp_path / "p").exists()
 
 
-@pytest.mark.skipif("bench" not in SUBCOMMANDS, reason="runs once runprof/cli.py registers add_bench in SUBCOMMANDS")
 def test_python_m_runprof_bench(prompt_file, tmp_path):
     out = tmp_path / "b.json"
     proc = subprocess.run(

@@ -19,12 +19,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import runprof.cli
 from runprof.errors import InvalidArgumentError, ModelNotFoundError, RunprofError
 from runprof.renderers.compare_report import TITLES, render_compare
 from runprof.snapshots import CheckpointError, CompareResult, Snapshot, compare, snapshot
 from runprof.snapshots import diffing
-from runprof.snapshots.cli import add_compare
+from runprof.cli.compare import add_compare
 
 from .conftest import REPO
 
@@ -335,12 +334,7 @@ def test_compare_on_cuda(ckpt):
     assert compare(snapshot(ckpt["model"].cuda()), snapshot(ckpt["model"].cpu())).identical
 
 
-# --- end to end: python -m runprof compare (needs "compare" in runprof.cli.SUBCOMMANDS) ---------
-
-needs_registration = pytest.mark.skipif(
-    "compare" not in runprof.cli.SUBCOMMANDS, reason="compare is not registered in runprof/cli.py yet"
-)
-
+# --- end to end: python -m runprof compare -----------------------------------------------------
 
 def _start(*argv: object) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(REPO))
@@ -348,7 +342,6 @@ def _start(*argv: object) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
 
 
-@needs_registration
 def test_cli_end_to_end(ckpt, tmp_path):
     q = ckpt["v4"][Q].clone()
     q[3, 5] = 0.75

@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .errors import RunprofError
-from .routing.cli import add_bench
-from .snapshots.cli import add_compare
+from ..errors import RunprofError
+from .bench import add_bench
+from .compare import add_compare
 
 EXIT_OK, EXIT_DIFF, EXIT_USAGE = 0, 1, 2
 
@@ -42,9 +42,9 @@ def add_count(sub: argparse._SubParsersAction) -> None:
 
 
 def run_count(args: argparse.Namespace) -> int:
-    from .models.loading import parse_dtype
-    from .renderers.text import render_count
-    from .static import count_params
+    from ..models.loading import parse_dtype
+    from ..renderers.text import render_count
+    from ..static import count_params
 
     result = count_params(args.model, dtype=parse_dtype(args.dtype), name=args.model)
     print(render_count(result, layers=not args.no_layers))
@@ -60,8 +60,8 @@ def add_render(sub: argparse._SubParsersAction) -> None:
 
 
 def run_render(args: argparse.Namespace) -> int:
-    from .renderers.text import render_count, render_track
-    from .results import TrackResult, result_from_dict
+    from ..renderers.text import render_count, render_track
+    from ..results import TrackResult, result_from_dict
 
     try:
         data = json.loads(Path(args.path).read_text(encoding="utf-8"))
@@ -100,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     first = next((a for a in argv if not a.startswith("-")), None)
     if first not in SUBCOMMANDS and not any(a in ("-h", "--help") for a in argv[:1]):
-        from .run_cli import run_main
+        from .run import run_main
 
         return _guard(lambda: run_main(argv))
     args = build_parser().parse_args(argv)

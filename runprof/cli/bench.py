@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Any
 
 from ..errors import InvalidArgumentError
 
@@ -50,28 +49,14 @@ def parse_int_list(flag: str, text: str) -> list[int]:
     return values
 
 
-def _encode(loaded: Any, text: str, max_new: int) -> Any:
-    enc = loaded.tokenizer(text, return_tensors="pt")
-    ids = enc["input_ids"]
-    config = loaded.model.config.get_text_config()
-    if int(ids.max()) >= config.vocab_size:
-        ids = ids % config.vocab_size  # a borrowed tokenizer on a model with a smaller vocabulary
-    limit = getattr(config, "max_position_embeddings", None)
-    if isinstance(limit, int) and ids.shape[1] + max_new > limit:
-        raise InvalidArgumentError(
-            f"the prompt is {ids.shape[1]} tokens and --max-new-tokens {max_new} would reach "
-            f"{ids.shape[1] + max_new}, past the model's context of {limit}; shorten the prompt or lower it")
-    return ids
-
-
 def run_bench(args: argparse.Namespace) -> int:
     """Run the bench described by ``args`` (see :func:`add_bench`); print the report; return the exit code."""
     from tqdm.auto import tqdm
 
     from ..models.loading import load_model, parse_device, parse_dtype
     from ..renderers.bench_report import render_bench
-    from ..run_cli import read_prompts
-    from .bench import bench, check_bench_args
+    from ..routing.bench import bench, check_bench_args
+    from .run import encode_prompts, read_prompts, set_threads
 
     top_ks = parse_int_list("--top-k", args.top_k)
     batch_sizes = parse_int_list("--batch-size", args.batch_size)
@@ -80,12 +65,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
         require_matplotlib()
     text = read_prompts(args.prompt, lines=False)[0]
-    if args.threads is not None:
-        if args.threads < 1:
-            raise InvalidArgumentError(f"--threads {args.threads}: expected at least 1")
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     device = parse_device(args.device)
     t0 = time.perf_counter()
     loaded = load_model(args.model, device=device, dtype=parse_dtype(args.dtype),
@@ -93,7 +73,7 @@ def run_bench(args: argparse.Namespace) -> int:
     print(f"loaded in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     name = loaded.ref.name
     check_bench_args(loaded.model, top_ks, batch_sizes, args.repeats, args.warmup, args.max_new_tokens, name)
-    ids = _encode(loaded, text, args.max_new_tokens)
+    ids = encode_prompts(loaded.tokenizer, loaded.model.config, [text], args.max_new_tokens)["input_ids"]
     total = len(top_ks) * len(batch_sizes) * (args.warmup + args.repeats)
     with tqdm(total=total, desc="bench", unit="run", file=sys.stderr, leave=False) as bar:
         def step(label: str) -> None:
@@ -107,7 +87,7 @@ def run_bench(args: argparse.Namespace) -> int:
     for note in loaded.notes:
         print(f"note: {note}")
     if args.json:
-        from ..cli import _write_json
+        from . import _write_json
 
         _write_json(args.json, result.to_dict())
     if args.plot:

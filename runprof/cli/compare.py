@@ -64,9 +64,9 @@ def _progress_bar() -> tuple[Callable[[int, int], None], Callable[[], None]]:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from ..cli import _write_json
+    from . import _write_json
     from ..renderers.compare_report import render_compare
-    from .compare import compare
+    from ..snapshots.compare import compare
 
     progress, close = _progress_bar()
     try:

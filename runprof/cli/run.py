@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import InvalidArgumentError
+from ..errors import InvalidArgumentError
 
 EXIT_OK = 0
 
@@ -57,8 +57,6 @@ def read_prompts(path: str, lines: bool) -> list[str]:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    if args.threads is not None and args.threads < 1:
-        raise InvalidArgumentError(f"--threads {args.threads}: must be at least 1")
     if args.max_new_tokens < 1:
         raise InvalidArgumentError(f"--max-new-tokens {args.max_new_tokens}: must be at least 1")
     if args.batch_size is not None and args.batch_size < 1:
@@ -70,7 +68,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def _check_top_k(config: Any, k: int | None) -> None:
     """--top-k against the config's expert count, before any weight is read."""
-    from .moe.discovery import config_num_experts
+    from ..moe.discovery import config_num_experts
 
     if k is None or config is None:
         return
@@ -81,8 +79,21 @@ def _check_top_k(config: Any, k: int | None) -> None:
         raise InvalidArgumentError(f"--top-k {k} is out of range: this model has {n} experts per layer (1..{n})")
 
 
-def _encode(prep: Any, prompts: list[str], batch: int | None, max_new: int) -> dict[str, Any]:
-    tok, config = prep.tokenizer, prep.config.get_text_config()
+def set_threads(n: int | None) -> None:
+    """``--threads N``: torch's CPU thread count for this process (N >= 1; None leaves torch's default)."""
+    if n is None:
+        return
+    if n < 1:
+        raise InvalidArgumentError(f"--threads {n}: must be at least 1")
+    import torch
+
+    torch.set_num_threads(n)
+
+
+def encode_prompts(tok: Any, config: Any, prompts: list[str], max_new: int, batch: int | None = None) -> dict[str, Any]:
+    """Tokenize (left-padded batch), keep ids inside the model's vocabulary, and refuse a prompt that
+    would run past the model's context with ``max_new`` new tokens."""
+    config = config.get_text_config()
     if batch is not None:
         prompts = (prompts * batch)[:batch]
     enc = tok(prompts, return_tensors="pt", padding=True)
@@ -120,20 +131,17 @@ def _progress(total: int, *, disable: bool = False):  # noqa: ANN202 - a transfo
 def run_main(argv: Sequence[str]) -> int:
     import logging
 
-    from .models.loading import parse_device
+    from ..models.loading import parse_device
 
     args = build_run_parser().parse_args(list(argv))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="runprof: %(message)s")
     _check_args(args)
-    if args.threads is not None:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     prompts = read_prompts(args.prompt, args.lines)
     device = parse_device(args.device)
     if not args.distributed:
         return _run(args, prompts, device)
-    from .tracking.distributed import process_group_from_env, split_prompts
+    from ..tracking.distributed import process_group_from_env, split_prompts
 
     with process_group_from_env(device) as (device, rank, world):
         return _run(args, split_prompts(prompts, rank, world), device, rank=rank)
@@ -143,15 +151,15 @@ def _run(args: argparse.Namespace, prompts: list[str], device: Any, *, rank: int
     """Load, generate under ``track`` and report; under ``--distributed`` only rank 0 prints or writes."""
     import torch
 
-    from . import set_top_k, track
-    from .models.loading import load_model, parse_dtype, prepare
-    from .renderers.text import render_track
+    from .. import set_top_k, track
+    from ..models.loading import load_model, parse_dtype, prepare
+    from ..renderers.text import render_track
 
     say = (lambda msg: print(msg, file=sys.stderr)) if rank == 0 else (lambda msg: None)
     t0 = time.perf_counter()
     prep = prepare(args.model, random_init=args.random_init, num_layers=args.num_layers)
     _check_top_k(prep.config, args.top_k)
-    inputs = _encode(prep, prompts, args.batch_size, args.max_new_tokens)
+    inputs = encode_prompts(prep.tokenizer, prep.config, prompts, args.max_new_tokens, args.batch_size)
     loaded = load_model(prep, device=device, dtype=parse_dtype(args.dtype),
                         on_start=lambda msg: say(msg + " ..."))
     model = loaded.model
@@ -186,7 +194,7 @@ def _run(args: argparse.Namespace, prompts: list[str], device: Any, *, rank: int
         print(f"note: {note}")
     print(f"generated (first line): {first_line!r}")
     if args.json:
-        from .cli import _write_json
+        from . import _write_json
 
         data = result.to_dict()
         data.setdefault("extra", {})["notes"] = notes
