@@ -105,3 +105,87 @@ def test_cuda_ledger_matches_allocator_and_sums_to_nvml():
         x.numel() * x.element_size() for layer in cache.layers for x in (layer.keys, layer.values))
     if rows["nvml_used"]["bytes"] is not None:
         assert ledger_total(t.result.memory) == rows["nvml_used"]["bytes"]
+
+
+def _gpu(resident: int, other: int, after: int, slack: int, context: int | None) -> GpuReadings:
+    start = resident + other
+    return GpuReadings(allocated_start=Reading(start), allocated_end=Reading(start + after),
+                       reserved_end=Reading(start + after + slack), peak_allocated=Reading(start + 2 * after),
+                       nvml_used=Reading(None, "NVML unavailable (x)") if context is None else
+                       Reading(start + after + slack + context), nvml_total=Reading(80 * 2**30))
+
+
+def test_one_ledger_per_device_and_their_total():
+    """Readings per device: each device's ledger counts the tensors on that device; rows are their sum.
+    (No second GPU here: the CPU and the meta device stand in for two devices; the arithmetic is per key.)"""
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64, bias=False), torch.nn.Linear(64, 32, bias=False))
+    model[1].to("meta")
+    a, b = 64 * 64 * 4, 32 * 64 * 4
+    mem = build_ledger(model, gpu={"cpu": _gpu(a, 100, 500, 7000, 300_000), "meta": _gpu(b, 50, 0, 3000, 200_000)})
+    dev = {d: _rows(m) for d, m in mem["devices"].items()}
+    assert dev["cpu"]["weights"]["bytes"] == a and dev["meta"]["weights"]["bytes"] == b
+    assert dev["cpu"]["other_at_load"]["bytes"] == 100 and dev["meta"]["other_at_load"]["bytes"] == 50
+    for d, m in mem["devices"].items():
+        assert ledger_total(m) == dev[d]["nvml_used"]["bytes"], d
+    rows = _rows(mem)
+    assert rows["weights"]["bytes"] == a + b and rows["weights_offloaded"]["bytes"] == 0
+    assert rows["other_at_load"]["bytes"] == 150
+    assert rows["cuda_context_and_other"]["bytes"] == 500_000
+    assert rows["nvml_device_total"]["bytes"] == 2 * 80 * 2**30
+    assert ledger_total(mem) == rows["nvml_used"]["bytes"] == (a + 100 + 500 + 7000 + 300_000) + (b + 50 + 3000 + 200_000)
+    # one device without NVML: its figure and the total are null, the note names the device
+    mem = build_ledger(model, gpu={"cpu": _gpu(a, 100, 500, 7000, 300_000), "meta": _gpu(b, 50, 0, 3000, None)})
+    rows = _rows(mem)
+    assert rows["nvml_used"]["bytes"] is None and rows["nvml_used"]["note"].startswith("meta: NVML unavailable")
+    assert _rows(mem["devices"]["cpu"])["nvml_used"]["bytes"] is not None
+
+
+def test_weights_not_on_the_gpus_are_offloaded():
+    """Readings for one device only: parameters elsewhere are ``weights_offloaded``, named in the note."""
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64, bias=False), torch.nn.Linear(64, 32, bias=False))
+    model[1].to("meta")
+    mem = build_ledger(model, gpu={"cpu": _gpu(64 * 64 * 4, 0, 0, 0, 0)})
+    rows = _rows(mem)
+    assert rows["weights"]["bytes"] == 64 * 64 * 4
+    assert rows["weights_offloaded"]["bytes"] == 32 * 64 * 4 and "meta: 8192 B" in rows["weights_offloaded"]["note"]
+    assert ledger_total(mem) == rows["nvml_used"]["bytes"]
+    cpu = _rows(build_ledger(model, gpu=None))  # a CPU ledger: meta parameters are not resident either
+    assert (cpu["weights"]["bytes"], cpu["weights_offloaded"]["bytes"]) == (64 * 64 * 4, 32 * 64 * 4)
+
+
+def test_memory_table_shows_share_of_the_gpu_and_each_device():
+    from runprof.renderers.run_report import render_memory
+
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64, bias=False), torch.nn.Linear(64, 32, bias=False))
+    model[1].to("meta")
+    one = render_memory(build_ledger(model, gpu={"cpu": _gpu(64 * 64 * 4, 0, 0, 0, 8 * 2**30)}))
+    line = next(x for x in one.splitlines() if x.startswith("nvml_used"))
+    assert "10.0%" in line  # 8 GiB (+ 16 KiB) of an 80 GiB device
+    two = render_memory(build_ledger(model, gpu={"cpu": _gpu(64 * 64 * 4, 0, 0, 0, 0),
+                                                 "meta": _gpu(32 * 64 * 4, 0, 0, 0, 0)}))
+    assert "memory (total of 2 devices)" in two and "memory on cpu" in two and "memory on meta" in two
+    cpu = render_memory(build_ledger(model, gpu=None))
+    assert "memory on" not in cpu and "% of GPU" not in cpu
+
+
+def test_nvml_handle_follows_cuda_visible_devices(monkeypatch):
+    """Without a CUDA device UUID from torch (no GPU here), torch's cuda:i is CUDA_VISIBLE_DEVICES' i-th GPU."""
+    asked = []
+
+    class FakeNvml:
+        @staticmethod
+        def nvmlDeviceGetHandleByUUID(uuid):  # noqa: N802 - pynvml's name
+            asked.append(uuid)
+
+        @staticmethod
+        def nvmlDeviceGetHandleByIndex(i):  # noqa: N802
+            return ("handle", i)
+
+    if torch.cuda.is_available():
+        pytest.skip("with a GPU, the handle comes from the device's UUID")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,1")
+    assert Nvml._find(FakeNvml, 0) == ("handle", 3)
+    assert Nvml._find(FakeNvml, 1) == ("handle", 1)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert Nvml._find(FakeNvml, 1) == ("handle", 1)
+    assert asked == []  # torch knows no CUDA device here, so no UUID was asked for

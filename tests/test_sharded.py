@@ -96,3 +96,16 @@ def test_exception_in_a_dispatched_region_unhooks_only_runprof(tmp_path: Any) ->
     assert not runprof.tracking.is_tracked(model)
     assert _accelerate_hooks(model) == hooks
     assert torch.equal(_generate(model), ref_out)
+
+
+def test_memory_ledger_counts_offloaded_weights_apart(tmp_path: Any) -> None:
+    """Weights accelerate offloaded to disk (parameters on meta) are not resident: the ledger's ``weights`` row
+    has only what sits in memory, ``weights_offloaded`` the rest, and together they are the static bytes."""
+    model = _dispatch("split", tmp_path)
+    _, r = _tracked(model)
+    rows = {row["name"]: row for row in r.memory["rows"]}
+    where = r.extra["placement"]
+    assert rows["weights"]["bytes"] == where["cpu"]
+    assert rows["weights_offloaded"]["bytes"] == where["disk"]
+    assert rows["weights"]["bytes"] + rows["weights_offloaded"]["bytes"] == r.bytes.total
+    assert "meta" in rows["weights_offloaded"]["note"]

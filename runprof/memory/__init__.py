@@ -6,68 +6,79 @@ from typing import Any
 import torch
 from torch import nn
 
-from .ledger import GpuReadings, build_ledger, cache_bytes, kv_estimate, ledger_total, weight_bytes
+from .ledger import (
+    GpuReadings,
+    build_ledger,
+    bytes_by_device,
+    cache_bytes,
+    kv_estimate,
+    ledger_total,
+    weight_bytes,
+)
 from .sources import Nvml, NvmlPoller, Reading, cuda_stats, reset_cuda_peak
 
 
-def _cuda_device(model: nn.Module) -> torch.device | None:
-    first = next(iter(model.parameters()), None)
-    return first.device if first is not None and first.device.type == "cuda" else None
+def cuda_devices(model: nn.Module) -> list[torch.device]:
+    """The CUDA devices holding the model's parameters or buffers (several under a device map)."""
+    found = {t.device for t in model.parameters()} | {t.device for t in model.buffers()}
+    return sorted((d for d in found if d.type == "cuda"), key=lambda d: d.index or 0)
 
 
 class MemoryCollector:
-    """Used by ``track(model, memory=True)``: readings at start, NVML polled in a thread, readings at exit.
+    """Used by ``track(model, memory=True)``: readings at start, NVML polled in a thread, readings at exit,
+    for every CUDA device the model sits on.
 
     Torch peaks are read at exit only, so the tracked region gains no host synchronization.
     """
 
-    def __init__(self, model: nn.Module, *, interval_s: float = 0.05,
-                 static_bytes: tuple[int, int] | None = None) -> None:
+    def __init__(self, model: nn.Module, *, interval_s: float = 0.05) -> None:
         self.model = model
-        self.static_bytes = static_bytes
-        self.device = _cuda_device(model)
+        self.devices = cuda_devices(model)
         self.cache: Any = None
         self.tokens_cached = 0
-        self._start: dict[str, int] | None = None
-        self._end: dict[str, int] | None = None
-        self._nvml: Nvml | None = None
-        self._poller: NvmlPoller | None = None
-        self._nvml_used = Reading(None, "not read")
+        self._start: dict[str, dict[str, int]] = {}
+        self._end: dict[str, dict[str, int]] = {}
+        self._nvml: dict[str, Nvml] = {}
+        self._pollers: dict[str, NvmlPoller] = {}
+        self._nvml_used: dict[str, Reading] = {}
         self.interval_s = interval_s
 
     def __enter__(self) -> MemoryCollector:
-        if self.device is not None:
-            torch.cuda.synchronize(self.device)
-            self._start = cuda_stats(self.device)
-            reset_cuda_peak(self.device)
-            self._nvml = Nvml(self.device.index or 0)
-            self._poller = NvmlPoller(self._nvml, self.interval_s).__enter__()
+        for dev in self.devices:
+            torch.cuda.synchronize(dev)
+            self._start[str(dev)] = cuda_stats(dev)
+            reset_cuda_peak(dev)
+            self._nvml[str(dev)] = Nvml(dev.index or 0)
+        for key, nv in self._nvml.items():
+            self._pollers[key] = NvmlPoller(nv, self.interval_s).__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.device is not None:
-            torch.cuda.synchronize(self.device)
-            self._end = cuda_stats(self.device)
-            if self._poller is not None:
-                self._poller.__exit__(*exc)
-            self._nvml_used = self._nvml.process_used() if self._nvml else Reading(None, "no NVML")
+        for dev in self.devices:
+            torch.cuda.synchronize(dev)
+            self._end[str(dev)] = cuda_stats(dev)
+        for key, poller in self._pollers.items():
+            poller.__exit__(*exc)
+            self._nvml_used[key] = self._nvml[key].process_used()
 
     def ledger(self) -> dict[str, Any]:
         """The ledger for this run (call after exit)."""
         gpu = None
-        if self.device is not None and self._start is not None and self._end is not None:
-            nv = self._nvml
-            gpu = GpuReadings(
-                allocated_start=Reading(self._start["allocated"]),
-                allocated_end=Reading(self._end["allocated"]),
-                reserved_end=Reading(self._end["reserved"]),
-                peak_allocated=Reading(self._end["peak_allocated"]),
-                nvml_used=self._nvml_used,
-                nvml_peak=Reading(self._poller.peak, "" if self._poller and self._poller.peak else "no NVML reading"),
-                nvml_total=nv.device_total() if nv else Reading(None, "no NVML"),
-            )
+        if self.devices and len(self._end) == len(self.devices):
+            gpu = {}
+            for key, start in self._start.items():
+                end, nv, peak = self._end[key], self._nvml[key], self._pollers[key].peak
+                gpu[key] = GpuReadings(
+                    allocated_start=Reading(start["allocated"]),
+                    allocated_end=Reading(end["allocated"]),
+                    reserved_end=Reading(end["reserved"]),
+                    peak_allocated=Reading(end["peak_allocated"]),
+                    nvml_used=self._nvml_used.get(key, Reading(None, "not read")),
+                    nvml_peak=Reading(peak, "" if peak else "no NVML reading"),
+                    nvml_total=nv.device_total(),
+                )
         return build_ledger(self.model, gpu=gpu, gpu_reason="model is on the CPU: no GPU rows",
-                            cache=self.cache, tokens_cached=self.tokens_cached, static_bytes=self.static_bytes)
+                            cache=self.cache, tokens_cached=self.tokens_cached)
 
 
 def memory_ledger(model: nn.Module, *, cache: Any = None, tokens_cached: int = 0) -> dict[str, Any]:
@@ -78,18 +89,18 @@ def memory_ledger(model: nn.Module, *, cache: Any = None, tokens_cached: int = 0
     >>> next(r["bytes"] for r in rows if r["name"] == "weights")  # (16 + 4) x 4 bytes
     80
     """
-    device = _cuda_device(model)
-    gpu = None
-    if device is not None:
+    gpu = {}
+    for device in cuda_devices(model):
         torch.cuda.synchronize(device)
         stats = cuda_stats(device)
         nv = Nvml(device.index or 0)
-        gpu = GpuReadings(Reading(stats["allocated"]), Reading(stats["allocated"]), Reading(stats["reserved"]),
-                          Reading(stats["peak_allocated"]), nv.process_used(), Reading(None, "snapshot: not polled"),
-                          nv.device_total())
-    return build_ledger(model, gpu=gpu, gpu_reason="model is on the CPU: no GPU rows", cache=cache,
+        gpu[str(device)] = GpuReadings(
+            Reading(stats["allocated"]), Reading(stats["allocated"]), Reading(stats["reserved"]),
+            Reading(stats["peak_allocated"]), nv.process_used(), Reading(None, "snapshot: not polled"),
+            nv.device_total())
+    return build_ledger(model, gpu=gpu or None, gpu_reason="model is on the CPU: no GPU rows", cache=cache,
                         tokens_cached=tokens_cached)
 
 
-__all__ = ["GpuReadings", "MemoryCollector", "Reading", "build_ledger", "cache_bytes", "kv_estimate",
-           "ledger_total", "memory_ledger", "weight_bytes"]
+__all__ = ["GpuReadings", "MemoryCollector", "Reading", "build_ledger", "bytes_by_device", "cache_bytes",
+           "cuda_devices", "kv_estimate", "ledger_total", "memory_ledger", "weight_bytes"]

@@ -12,9 +12,17 @@ other libraries). The last is the named remainder. Information rows (``part`` fa
 ``torch_allocated`` (after load), ``kv_cache_estimate`` (from the config), ``activations_peak`` (peak
 allocated during the run − allocated at start), ``nvml_peak`` and ``nvml_device_total``. On CPU the GPU rows
 are null with the reason, and ``process_rss``/``process_rss_peak`` come from /proc.
+
+A model on several GPUs (accelerate's ``device_map``) gets one ledger per device in ``devices`` (each device's
+resident weights, buffers and cache tensors against that device's allocator and NVML figures) and, in
+``rows``, their total: each row summed over the devices (null when any device's figure is). ``weights`` counts
+the parameters resident where the ledger looks (the GPUs; on CPU every non-meta parameter) and
+``weights_offloaded`` the rest (parameters on ``meta`` that accelerate loads at each forward from CPU or
+disk, or left on the CPU): the two add up to the static parameter bytes.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,33 +47,48 @@ class GpuReadings:
 
 
 def weight_bytes(model: nn.Module) -> tuple[int, int]:
-    """(parameter bytes of unique tensors incl. quantization state, buffer bytes)."""
-    params = sum(tensor_bytes(p) for p in model.parameters())
-    buffers = sum(b.numel() * b.element_size() for b in model.buffers())
-    return params, buffers
+    """(parameter bytes of unique tensors incl. quantization state, buffer bytes), on every device."""
+    per_device = bytes_by_device(model).values()
+    return sum(p for p, _ in per_device), sum(b for _, b in per_device)
 
 
-def cache_bytes(cache: Any) -> int | None:
+def bytes_by_device(model: nn.Module) -> dict[str, tuple[int, int]]:
+    """(parameter bytes, buffer bytes) of the unique tensors on each device (``meta``: not resident)."""
+    out: dict[str, list[int]] = {}
+    for p in model.parameters():
+        out.setdefault(str(p.device), [0, 0])[0] += tensor_bytes(p)
+    for b in model.buffers():
+        out.setdefault(str(b.device), [0, 0])[1] += b.numel() * b.element_size()
+    return {k: (v[0], v[1]) for k, v in out.items()}
+
+
+def cache_bytes_by_device(cache: Any) -> dict[str, int] | None:
     """Bytes of every distinct tensor reachable from a cache object (DynamicCache layers' keys/values,
-    hybrid caches' conv/ssm states), or None when there is no cache."""
+    hybrid caches' conv/ssm states), per device; None when there is no cache."""
     if cache is None:
         return None
     seen: set[int] = set()
-    total = 0
+    out: dict[str, int] = {}
     stack: list[tuple[Any, int]] = [(cache, 0)]
     while stack:
         obj, depth = stack.pop()
         if isinstance(obj, torch.Tensor):
             if obj.device.type != "meta" and obj.data_ptr() not in seen:
                 seen.add(obj.data_ptr())
-                total += obj.numel() * obj.element_size()
+                out[str(obj.device)] = out.get(str(obj.device), 0) + obj.numel() * obj.element_size()
         elif depth < 4 and isinstance(obj, (list, tuple)):
             stack += [(x, depth + 1) for x in obj]
         elif depth < 4 and isinstance(obj, dict):
             stack += [(x, depth + 1) for x in obj.values()]
         elif depth < 4 and hasattr(obj, "__dict__") and not isinstance(obj, (nn.Module, type)):
             stack += [(x, depth + 1) for x in vars(obj).values()]
-    return total
+    return out
+
+
+def cache_bytes(cache: Any) -> int | None:
+    """Bytes of every distinct tensor reachable from a cache object, or None when there is no cache."""
+    per_device = cache_bytes_by_device(cache)
+    return None if per_device is None else sum(per_device.values())
 
 
 def kv_estimate(config: Any, tokens_cached: int, element_size: int) -> tuple[int | None, str]:
@@ -98,26 +121,29 @@ def _diff(a: Reading, b: Reading | int | None, what: str) -> tuple[int | None, s
 
 
 def build_ledger(
-    model: nn.Module, *, gpu: GpuReadings | None, gpu_reason: str = "", cache: Any = None, tokens_cached: int = 0,
-    static_bytes: tuple[int, int] | None = None,
+    model: nn.Module, *, gpu: GpuReadings | Mapping[str, GpuReadings] | None, gpu_reason: str = "", cache: Any = None,
+    tokens_cached: int = 0,
 ) -> dict[str, Any]:
     """The ledger as the JSON ``memory`` section: ``{"rows": [...], "devices": {...}}``.
 
-    ``static_bytes`` is (parameter bytes, buffer bytes) when the caller already counted them (the tracker
-    passes its static counts), so the weights are not walked a second time."""
-    weights, buffers = static_bytes if static_bytes is not None else weight_bytes(model)
-    kv = cache_bytes(cache)
+    ``gpu`` is None (a CPU model: GPU rows null with ``gpu_reason``), one device's readings (the whole
+    resident model is on that device), or readings per device (``{"cuda:0": ..., "cuda:1": ...}``: each
+    device's ledger counts the tensors on that device; ``rows`` is their total)."""
+    by_dev = bytes_by_device(model)
+    total_params = sum(p for p, _ in by_dev.values())
+    kv_by_dev = cache_bytes_by_device(cache)
+    kv_note = "tensors of the cache object" if kv_by_dev is not None else "no cache object was returned: 0 bytes"
+    kv_by_dev = kv_by_dev or {}
     first = next(iter(model.parameters()), None)
-    est, est_note = kv_estimate(getattr(model, "config", None), tokens_cached, first.element_size() if first is not None else 2) \
-        if getattr(model, "config", None) is not None else (None, "no config")
-    rows = [
-        _row("weights", weights, "static", "Σ numel x element size of unique parameters (+ quantization state)", True),
-        _row("buffers", buffers, "static", "", True),
-        _row("kv_cache", kv or 0, "cache",
-             "tensors of the cache object" if kv is not None else "no cache object was returned: 0 bytes", True),
-        _row("kv_cache_estimate", est, "static", est_note),
-    ]
+    config = getattr(model, "config", None)
+    est, est_note = (None, "no config") if config is None else \
+        kv_estimate(config, tokens_cached, first.element_size() if first is not None else 2)
     if gpu is None:
+        resident = {d: v for d, v in by_dev.items() if d != "meta"}
+        weights = sum(p for p, _ in resident.values())
+        buffers = sum(b for _, b in resident.values())
+        rows = _static_rows(weights, buffers, sum(kv_by_dev.values()), kv_note, est, est_note)
+        rows.append(_offloaded_row(total_params - weights, by_dev, resident))
         rss, peak = process_rss()
         reason = gpu_reason or "not a CUDA model"
         rows += [_row(n, None, s, reason, p) for n, s, p in (
@@ -127,14 +153,55 @@ def build_ledger(
         rows += [_row("process_rss", rss.value, "/proc", rss.reason or "resident memory of this process now"),
                  _row("process_rss_peak", peak.value, "/proc", "peak resident memory of this process")]
         return {"rows": rows, "devices": {}}
-    kv0 = kv or 0
-    other_load, r1 = _diff(gpu.allocated_start, weights + buffers, "allocated")
+    if isinstance(gpu, GpuReadings):  # one device holds every resident tensor
+        cuda = [d for d in by_dev if d.startswith("cuda")]
+        name = cuda[0] if len(cuda) == 1 else "cuda"
+        on = {name: (sum(p for d, (p, _) in by_dev.items() if d != "meta"),
+                     sum(b for d, (_, b) in by_dev.items() if d != "meta"), sum(kv_by_dev.values()))}
+        gpu = {name: gpu}
+    else:
+        on = {d: (*by_dev.get(d, (0, 0)), kv_by_dev.get(d, 0)) for d in gpu}
+    devices = {}
+    for d, readings in gpu.items():
+        p, b, kv = on[d]
+        rows = _static_rows(p, b, kv, kv_note, None, "the config estimate is for the whole model: see the total")
+        devices[d] = {"rows": rows + _gpu_rows(p + b, kv, readings)}
+    total = _sum_rows([dev["rows"] for dev in devices.values()], list(devices))
+    for row in total:
+        if row["name"] == "kv_cache_estimate":
+            row.update(bytes=est, note=est_note)
+    on_gpus = sum(p for p, _, _ in on.values())
+    total.insert(4, _offloaded_row(total_params - on_gpus, by_dev, {d: by_dev.get(d, (0, 0)) for d in gpu}))
+    return {"rows": total, "devices": devices}
+
+
+def _static_rows(weights: int, buffers: int, kv: int, kv_note: str, est: int | None,
+                 est_note: str) -> list[dict[str, Any]]:
+    return [
+        _row("weights", weights, "static",
+             "Σ numel x element size of unique resident parameters (+ quantization state)", True),
+        _row("buffers", buffers, "static", "", True),
+        _row("kv_cache", kv, "cache", kv_note, True),
+        _row("kv_cache_estimate", est, "static", est_note),
+    ]
+
+
+def _offloaded_row(offloaded: int, by_dev: dict[str, tuple[int, int]], counted: Mapping[str, Any]) -> dict[str, Any]:
+    where = [f"{d}: {p} B" for d, (p, _) in sorted(by_dev.items()) if d not in counted and p]
+    note = ("parameters not in this memory: " + ", ".join(where) +
+            (" (meta: offloaded by accelerate to CPU or disk, loaded at each forward; see extra['placement'])"
+             if "meta" in by_dev else "")) if where else "every parameter is resident"
+    return _row("weights_offloaded", offloaded, "static", note)
+
+
+def _gpu_rows(resident: int, kv0: int, gpu: GpuReadings) -> list[dict[str, Any]]:
+    other_load, r1 = _diff(gpu.allocated_start, resident, "allocated")
     other_run, r2 = _diff(gpu.allocated_end, (gpu.allocated_start.value or 0) + kv0
                           if gpu.allocated_start.value is not None else None, "allocated")
     slack, r3 = _diff(gpu.reserved_end, gpu.allocated_end, "reserved")
     context, r4 = _diff(gpu.nvml_used, gpu.reserved_end, "NVML used")
     peak_act, r5 = _diff(gpu.peak_allocated, gpu.allocated_start, "peak")
-    rows += [
+    return [
         _row("torch_allocated", gpu.allocated_start.value, "torch.cuda", "after load, before the run"),
         _row("other_at_load", other_load, "torch.cuda", r1 or "allocated at start − weights − buffers", True),
         _row("other_after_run", other_run, "torch.cuda", r2 or "tensors alive after the run (outputs, logits)", True),
@@ -146,7 +213,19 @@ def build_ledger(
         _row("nvml_peak", gpu.nvml_peak.value, "nvml", gpu.nvml_peak.reason or "peak polled during the run"),
         _row("nvml_device_total", gpu.nvml_total.value, "nvml", gpu.nvml_total.reason),
     ]
-    return {"rows": rows, "devices": {}}
+
+
+def _sum_rows(ledgers: list[list[dict[str, Any]]], names: list[str]) -> list[dict[str, Any]]:
+    """Row by row, the sum over devices (null with the first device's reason when any figure is null)."""
+    if len(ledgers) == 1:
+        return [dict(row) for row in ledgers[0]]
+    total = []
+    for rows in zip(*ledgers):
+        values = [r["bytes"] for r in rows]
+        missing = next((f"{d}: {r['note']}" for d, r in zip(names, rows) if r["bytes"] is None), None)
+        total.append(_row(rows[0]["name"], None if missing else sum(values), rows[0]["source"],
+                          missing or f"Σ over {', '.join(names)}", rows[0]["part"]))
+    return total
 
 
 def ledger_total(memory: dict[str, Any]) -> int | None:

@@ -38,9 +38,19 @@ class Nvml:
 
             pynvml.nvmlInit()
             self._module = pynvml
-            self._handle = pynvml.nvmlDeviceGetHandleByIndex(self._physical_index(index))
+            self._handle = self._find(pynvml, index)
         except Exception as e:  # noqa: BLE001 - ImportError, NVMLError_LibraryNotFound, driver errors...
             self.error = f"NVML unavailable ({type(e).__name__}: {e})"
+
+    @classmethod
+    def _find(cls, pynvml: Any, index: int) -> Any:
+        """NVML's handle for torch's ``cuda:index``: by the device's UUID (right under any
+        ``CUDA_VISIBLE_DEVICES``, UUIDs and MIG included), else by the visible-devices index."""
+        try:
+            uuid = str(torch.cuda.get_device_properties(index).uuid)
+            return pynvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}")
+        except Exception:  # noqa: BLE001 - no CUDA in torch, an old driver, a MIG slice NVML names otherwise
+            return pynvml.nvmlDeviceGetHandleByIndex(cls._physical_index(index))
 
     @staticmethod
     def _physical_index(index: int) -> int:

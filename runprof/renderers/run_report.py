@@ -63,8 +63,24 @@ def render_expert_load(r: TrackResult, max_experts: int = 16) -> str:
 
 
 def render_memory(memory: dict) -> str:
-    rows = [[row["name"], human_bytes(row["bytes"]), row["source"], row.get("note", "")] for row in memory.get("rows", [])]
-    return _table(rows, ["memory", "size", "source", "note"], ("left", "right", "left", "left"))
+    """The ledger table (sizes with their share of the GPU's memory when NVML gave its total); under a device
+    map, the total first and then one table per device."""
+    devices = memory.get("devices") or {}
+    title = f"memory (total of {len(devices)} devices)" if len(devices) > 1 else "memory"
+    out = [_memory_table(memory.get("rows", []), title)]
+    if len(devices) > 1:
+        out += [_memory_table(d.get("rows", []), f"memory on {name}") for name, d in devices.items()]
+    return "\n\n".join(out)
+
+
+def _memory_table(rows: list[dict], title: str) -> str:
+    total = next((r["bytes"] for r in rows if r["name"] == "nvml_device_total"), None)
+    if not total:
+        cells = [[r["name"], human_bytes(r["bytes"]), r["source"], r.get("note", "")] for r in rows]
+        return _table(cells, [title, "size", "source", "note"], ("left", "right", "left", "left"))
+    cells = [[r["name"], human_bytes(r["bytes"]), "" if r["bytes"] is None else f"{100 * r['bytes'] / total:.1f}%",
+              r["source"], r.get("note", "")] for r in rows]
+    return _table(cells, [title, "size", "% of GPU", "source", "note"], ("left", "right", "right", "left", "left"))
 
 
 __all__ = ["render_runtime", "render_expert_load", "render_memory"]

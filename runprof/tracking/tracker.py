@@ -43,7 +43,8 @@ class Tracker:
 
     Options (keyword-only): ``routing`` captures expert ids per token in every MoE layer; ``modules``
     records which modules with parameters ran; ``memory`` adds the memory ledger (default on; GPU rows
-    on CUDA models, process RSS on CPU); ``verify_weights`` fingerprints the state_dict before and after and reports any change.
+    on CUDA models, one ledger per GPU under a device map, process RSS on CPU); ``verify_weights``
+    fingerprints the state_dict before and after and reports any change.
     ``distributed`` merges every rank's result at ``stop()`` (a collective: every rank must stop, see
     :func:`runprof.tracking.distributed.merge_across_ranks`); ``.result`` is then the merged result and
     ``.local_result`` this rank's own. A model with an accelerate device map (or offloaded weights) gets
@@ -133,8 +134,7 @@ class Tracker:
         if self.options["memory"] is not False:
             from ..memory import MemoryCollector
 
-            counted = (self.static.bytes.total, self.static.bytes.buffers)
-            self._memory = stack.enter_context(MemoryCollector(self.model, static_bytes=counted))
+            self._memory = stack.enter_context(MemoryCollector(self.model))
             stack.enter_context(self.model.register_forward_hook(self._keep_cache))
 
     def _keep_cache(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
