@@ -189,3 +189,32 @@ def test_nvml_handle_follows_cuda_visible_devices(monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     assert Nvml._find(FakeNvml, 1) == ("handle", 1)
     assert asked == []  # torch knows no CUDA device here, so no UUID was asked for
+
+
+def test_nvml_poller_samples_in_the_background_at_its_interval():
+    import time
+
+    from runprof.memory.sources import NvmlPoller
+
+    class FakeNvml:
+        calls = 0
+
+        def process_used(self):
+            FakeNvml.calls += 1
+            return Reading(None, "container") if FakeNvml.calls % 2 else Reading(1000 * FakeNvml.calls)
+
+        def device_used(self):  # the device-level figure stands in when the process's is unknown
+            return Reading(7)
+
+    with NvmlPoller(FakeNvml(), interval_s=0.01) as poller:
+        time.sleep(0.2)
+    calls = FakeNvml.calls
+    assert 5 <= calls <= 30  # about 0.2 s / 0.01 s, fewer on a busy machine
+    assert poller.peak == 1000 * (calls - calls % 2)  # the largest even call's figure
+    time.sleep(0.05)
+    assert FakeNvml.calls == calls  # the thread stopped at exit
+
+
+def test_bad_nvml_interval_is_refused():
+    with pytest.raises(runprof.RunprofError, match="nvml_interval_s"):
+        runprof.track(torch.nn.Linear(2, 2), nvml_interval_s=0)

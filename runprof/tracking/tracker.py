@@ -43,7 +43,8 @@ class Tracker:
 
     Options (keyword-only): ``routing`` captures expert ids per token in every MoE layer; ``modules``
     records which modules with parameters ran; ``memory`` adds the memory ledger (default on; GPU rows
-    on CUDA models, one ledger per GPU under a device map, process RSS on CPU); ``verify_weights``
+    on CUDA models, one ledger per GPU under a device map, process RSS on CPU; NVML is polled from a
+    background thread every ``nvml_interval_s`` seconds for the peak); ``verify_weights``
     fingerprints the state_dict before and after and reports any change.
     ``distributed`` merges every rank's result at ``stop()`` (a collective: every rank must stop, see
     :func:`runprof.tracking.distributed.merge_across_ranks`); ``.result`` is then the merged result and
@@ -60,13 +61,16 @@ class Tracker:
         memory: bool | None = None,
         verify_weights: bool = False,
         distributed: bool = False,
+        nvml_interval_s: float = 0.05,
         name: str | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TrackingError(f"track() takes a torch.nn.Module, not {type(model).__name__}")
+        if not nvml_interval_s > 0:
+            raise TrackingError(f"nvml_interval_s must be a positive number of seconds, not {nvml_interval_s!r}")
         self.model = model
         self.options = {"routing": routing, "modules": modules, "memory": memory, "verify_weights": verify_weights,
-                        "distributed": distributed}
+                        "distributed": distributed, "nvml_interval_s": nvml_interval_s}
         self.name = name
         self._stack: contextlib.ExitStack | None = None
         self._result: TrackResult | None = None
@@ -134,7 +138,8 @@ class Tracker:
         if self.options["memory"] is not False:
             from ..memory import MemoryCollector
 
-            self._memory = stack.enter_context(MemoryCollector(self.model))
+            collector = MemoryCollector(self.model, interval_s=self.options["nvml_interval_s"])
+            self._memory = stack.enter_context(collector)
             stack.enter_context(self.model.register_forward_hook(self._keep_cache))
 
     def _keep_cache(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
