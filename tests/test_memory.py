@@ -107,6 +107,31 @@ def test_cuda_ledger_matches_allocator_and_sums_to_nvml():
         assert ledger_total(t.result.memory) == rows["nvml_used"]["bytes"]
 
 
+
+@pytest.mark.cuda
+def test_cuda_ledger_per_device_under_a_device_map():
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs two CUDA GPUs")
+    from accelerate import dispatch_model
+
+    model = tiny_model("mixtral", hidden_size=512, intermediate_size=1024)
+    model = dispatch_model(model, device_map={"model.embed_tokens": 0, "model.layers.0": 0, "model.layers.1": 1,
+                                              "model.norm": 1, "model.rotary_emb": 1, "lm_head": 1})
+    allocated = {f"cuda:{i}": torch.cuda.memory_allocated(i) for i in range(2)}
+    ids = torch.randint(3, 100, (1, 16), device="cuda:0")
+    with runprof.track(model) as t:
+        model(ids, use_cache=True)
+    mem = t.result.memory
+    assert set(mem["devices"]) == {"cuda:0", "cuda:1"}
+    for dev, ledger in mem["devices"].items():
+        rows = _rows(ledger)
+        resident = rows["weights"]["bytes"] + rows["buffers"]["bytes"]
+        assert abs(resident - allocated[dev]) <= 0.01 * allocated[dev], dev
+        if rows["nvml_used"]["bytes"] is not None:
+            assert ledger_total(ledger) == rows["nvml_used"]["bytes"]
+    rows = _rows(mem)
+    assert rows["weights"]["bytes"] == t.result.bytes.total and rows["weights_offloaded"]["bytes"] == 0
+
 def _gpu(resident: int, other: int, after: int, slack: int, context: int | None) -> GpuReadings:
     start = resident + other
     return GpuReadings(allocated_start=Reading(start), allocated_end=Reading(start + after),
