@@ -6,6 +6,10 @@ instead), at batch 1 and 8, under: no profiler; ``runprof.track`` with routing o
 everything on; ``torch.profiler.profile()``; ``torch.utils.flop_counter.FlopCounterMode``; DeepSpeed's
 ``FlopsProfiler`` (skipped with a note when DeepSpeed is not installed).
 
+Each tool runs in a process of its own (runprof's three arms share one): DeepSpeed's profiler swaps torch
+functions and the torch profilers install global observers, and runs after them in the same process were
+measured several percent slower. Only one process runs at a time.
+
 Timing, after a warm-up of every tool: each round runs every tool once in rotated order, then ``--pairs``
 more rotated triples of (no profiler, runprof routing, runprof everything): runprof's cost is a few percent
 at most, below this shared machine's run-to-run noise, so it gets more samples than the slow tools. Every
@@ -25,6 +29,8 @@ import argparse
 import contextlib
 import json
 import math
+import multiprocessing as mp
+import os
 import platform
 import statistics
 import sys
@@ -173,29 +179,104 @@ def sync_free(model: torch.nn.Module, ids: torch.Tensor) -> bool | None:
     return True
 
 
-def bench(label: str, model: torch.nn.Module, batch: int, rounds: int, pairs: int, new: int,
-          prompt: int) -> dict[str, Any]:
-    device = next(model.parameters()).device
-    vocab = model.config.vocab_size
-    ids = torch.randint(3, vocab, (batch, prompt), generator=torch.Generator().manual_seed(0)).to(device)
+MODELS = {
+    "cpu": {"tiny-moe (shipped)": "tiny", "mixtral-150m (random)": "150m"},
+    "cuda": {"tiny-moe (shipped)": "tiny", "mixtral-8x7b 2 layers bf16 (random)": "mixtral-2l"},
+}
+
+
+def make_model(key: str, device: str) -> torch.nn.Module:
+    if key == "tiny":
+        return load_model(None, device=device).model
+    if key == "150m":
+        return mixtral_150m(device)
+    return load_model("mixtral", device=device, dtype=torch.bfloat16, random_init=True, num_layers=2).model
+
+
+def _worker(conn: Any, key: str, device: str, threads: int) -> None:
+    """One process per tool group: builds the model (same seed, same weights), then times what it is told to.
+
+    The tools patch global state (DeepSpeed's profiler swaps torch functions, torch.profiler and the FLOP
+    counter install global observers): each runs in its own process so none can slow another's runs.
+    """
+    torch.set_num_threads(threads)
+    model = make_model(key, device)
     ctxs, skipped = tools(model)
-    for ctx in ctxs.values():  # warm-up, every tool once
-        one(model, ids, 4, ctx)
-    times: dict[str, list[float]] = {k: [] for k in ctxs}
-    edges: dict[str, list[float]] = {k: [] for k in ctxs}
-    ratios: dict[str, list[float]] = {k: [] for k in ctxs}
+    static = runprof.count_params(model)
+    conn.send((list(ctxs), skipped, static.params.total, static.params.active_per_token["all"]))
+    ids_for: dict[tuple[int, int], torch.Tensor] = {}
+    while (msg := conn.recv()) is not None:
+        op, name, batch, prompt, new, report = msg
+        key_ = (batch, prompt)
+        if key_ not in ids_for:
+            ids_for[key_] = torch.randint(3, model.config.vocab_size, key_,
+                                          generator=torch.Generator().manual_seed(0)).to(device)
+        ids = ids_for[key_]
+        if op == "sync_free":
+            conn.send(sync_free(model, ids))
+            continue
+        seconds, edge, handle = one(model, ids, new, ctxs[name])
+        conn.send((seconds, edge, reported(name, handle) if report else None))
+
+
+class Workers:
+    """The tool groups' processes: runprof's three arms share one (runprof leaves nothing behind), every
+    other tool has its own. Only one process runs at a time; the others wait on their pipe."""
+
+    def __init__(self, key: str, device: str, threads: int) -> None:
+        ctx = mp.get_context("spawn")
+        self.procs: dict[str, Any] = {}
+        self.conns: dict[str, Any] = {}
+        self.skipped: dict[str, str] = {}
+        self.owner: dict[str, str] = {}
+        for group in ("runprof", "torch_profiler", "flop_counter", "deepspeed"):
+            mine, theirs = ctx.Pipe()
+            proc = ctx.Process(target=_worker, args=(theirs, key, device, threads), daemon=True)
+            proc.start()
+            self.procs[group], self.conns[group] = proc, mine
+        for group, conn in self.conns.items():
+            names, skipped, self.params, self.active = conn.recv()
+            self.skipped.update(skipped)
+            wanted = RUNPROF if group == "runprof" else (group,)
+            self.owner.update({n: group for n in names if n in wanted})
+        self.names = [n for n in (*RUNPROF, "torch_profiler", "flop_counter", "deepspeed") if n in self.owner]
+
+    def run(self, name: str, batch: int, prompt: int, new: int, report: bool = False) -> tuple[float, float, Any]:
+        conn = self.conns[self.owner[name]]
+        conn.send(("run", name, batch, prompt, new, report))
+        return conn.recv()
+
+    def sync_free(self, batch: int, prompt: int) -> bool | None:
+        conn = self.conns["runprof"]
+        conn.send(("sync_free", "", batch, prompt, 0, False))
+        return conn.recv()
+
+    def close(self) -> None:
+        for conn in self.conns.values():
+            conn.send(None)
+        for proc in self.procs.values():
+            proc.join(timeout=30)
+
+
+def bench(label: str, workers: Workers, batch: int, rounds: int, pairs: int, new: int,
+          prompt: int) -> dict[str, Any]:
+    names = workers.names
+    for name in names:  # warm-up, every tool once
+        workers.run(name, batch, prompt, 4)
+    times: dict[str, list[float]] = {k: [] for k in names}
+    edges: dict[str, list[float]] = {k: [] for k in names}
+    ratios: dict[str, list[float]] = {k: [] for k in names}
     reports: dict[str, Any] = {}
-    names = list(ctxs)
 
     def block(order: list[str]) -> None:
         got = {}
         for name in order:
-            seconds, edge, handle = one(model, ids, new, ctxs[name])
+            seconds, edge, report = workers.run(name, batch, prompt, new, report=name not in reports)
             got[name] = seconds
             times[name].append(seconds)
             edges[name].append(edge)
-            if name not in reports:
-                reports[name] = reported(name, handle)
+            if report is not None:
+                reports[name] = report
         for name, seconds in got.items():
             ratios[name].append(seconds / got["none"])
 
@@ -205,18 +286,17 @@ def bench(label: str, model: torch.nn.Module, batch: int, rounds: int, pairs: in
             block(list(RUNPROF[p % 3:] + RUNPROF[: p % 3]))
         print(f"  {label} b={batch} round {r + 1}/{rounds}: " + " ".join(
             f"{k}={statistics.median(v):.3f}x" for k, v in ratios.items() if k != "none"), file=sys.stderr)
-    static = runprof.count_params(model)
     return {
         "model": label, "batch_size": batch, "new_tokens": new, "prompt_tokens": prompt,
-        "params": static.params.total, "static_active_params_per_token": static.params.active_per_token["all"],
+        "params": workers.params, "static_active_params_per_token": workers.active,
         "seconds_median": {k: statistics.median(v) for k, v in times.items()},
         "ratio_to_none": {k: summary(v) for k, v in ratios.items()},
         # noise on a shared machine only ever adds time: the fastest run of each tool is its steadiest figure
         "ratio_of_fastest": {k: min(v) / min(times["none"]) for k, v in times.items()},
         "enter_exit_ms_median": {k: 1e3 * statistics.median(v) for k, v in edges.items()},
         "reported": reports,
-        "sync_free_tracked_region": sync_free(model, ids),
-        "skipped": skipped,
+        "sync_free_tracked_region": workers.sync_free(batch, prompt),
+        "skipped": workers.skipped,
     }
 
 
@@ -233,28 +313,25 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadiest on a 2-core machine)")
     ap.add_argument("--out", help="JSON path (default benchmarks/results/overhead_<device>.json)")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("--device cuda: no CUDA GPU here", file=sys.stderr)
         return 2
-    models = {"tiny-moe (shipped)": lambda: load_model(None, device=args.device).model}
-    if not args.quick and args.device == "cpu":
-        models["mixtral-150m (random)"] = mixtral_150m
-    elif not args.quick:
-        models["mixtral-8x7b 2 layers bf16 (random)"] = lambda: load_model(
-            "mixtral", device="cuda", dtype=torch.bfloat16, random_init=True, num_layers=2).model
+    models = dict(list(MODELS[args.device].items())[:1] if args.quick else MODELS[args.device])
     runs = []
-    for label, make in models.items():
-        model = make()
-        runs += [bench(label, model, b, args.rounds, args.pairs, args.new_tokens, args.prompt_tokens)
-                 for b in map(int, args.batch_sizes.split(","))]
-        del model
+    for label, key in models.items():
+        workers = Workers(key, args.device, args.threads)
+        try:
+            runs += [bench(label, workers, b, args.rounds, args.pairs, args.new_tokens, args.prompt_tokens)
+                     for b in map(int, args.batch_sizes.split(","))]
+        finally:
+            workers.close()
     if args.device == "cuda":
         machine = torch.cuda.get_device_name(0)
     else:
-        machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+        machine = f"{platform.machine()}, {args.threads} torch thread(s), {os.cpu_count()} cores"
     data = {"device": args.device, "machine": machine, "torch": torch.__version__, "rounds": args.rounds,
-            "pairs_per_round": args.pairs, "runs": runs}
+            "pairs_per_round": args.pairs, "isolation": "one process per tool (runprof's arms share one)",
+            "runs": runs}
     out = Path(args.out or RESULTS / f"overhead_{args.device}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(data, indent=2) + "\n")
