@@ -157,7 +157,8 @@ def test_one_ledger_per_device_and_their_total():
     assert rows["other_at_load"]["bytes"] == 150
     assert rows["cuda_context_and_other"]["bytes"] == 500_000
     assert rows["nvml_device_total"]["bytes"] == 2 * 80 * 2**30
-    assert ledger_total(mem) == rows["nvml_used"]["bytes"] == (a + 100 + 500 + 7000 + 300_000) + (b + 50 + 3000 + 200_000)
+    nvml = (a + 100 + 500 + 7000 + 300_000) + (b + 50 + 3000 + 200_000)
+    assert ledger_total(mem) == rows["nvml_used"]["bytes"] == nvml
     # one device without NVML: its figure and the total are null, the note names the device
     mem = build_ledger(model, gpu={"cpu": _gpu(a, 100, 500, 7000, 300_000), "meta": _gpu(b, 50, 0, 3000, None)})
     rows = _rows(mem)
@@ -243,3 +244,40 @@ def test_nvml_poller_samples_in_the_background_at_its_interval():
 def test_bad_nvml_interval_is_refused():
     with pytest.raises(runprof.RunprofError, match="nvml_interval_s"):
         runprof.track(torch.nn.Linear(2, 2), nvml_interval_s=0)
+
+
+def _cache_after_generate(model, prompt: int, new: int):
+    ids = torch.randint(3, 100, (2, prompt), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode(), runprof.track(model) as t:
+        model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new, min_new_tokens=new,
+                       do_sample=False, pad_token_id=0)
+    return _rows(t.result.memory)
+
+
+@pytest.mark.parametrize("model_type, prompt, new", [
+    ("mixtral", 12, 5),  # full attention everywhere
+    ("mistral", 20, 5),  # sliding window 16 on every layer: 15 of the 24 positions are kept
+    ("deepseek_v2", 12, 5),  # multi-head latent attention: the latent and the rope key are cached
+    ("qwen3_next", 12, 5),  # linear-attention layers keep conv/recurrent state, not KV: counted 0
+])
+def test_kv_estimate_follows_the_attention_kind(model_type, prompt, new):
+    from .moe_zoo import tiny_config
+
+    rows = _cache_after_generate(tiny_model(model_type), prompt, new)
+    cfg = tiny_config(model_type).get_text_config()
+    positions, batch = prompt + new - 1, 2
+    if model_type == "deepseek_v2":
+        per_layer = cfg.num_hidden_layers * (cfg.kv_lora_rank + cfg.qk_rope_head_dim) * positions
+    else:
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        kept = min(positions, cfg.sliding_window - 1) if model_type == "mistral" else positions
+        attention_layers = sum("linear" not in t for t in getattr(cfg, "layer_types", None) or
+                               ["full_attention"] * cfg.num_hidden_layers)
+        per_layer = attention_layers * 2 * cfg.num_key_value_heads * head_dim * kept
+    assert rows["kv_cache_estimate"]["bytes"] == batch * per_layer * 4  # fp32
+    if model_type == "qwen3_next":  # the measured cache also holds the linear layers' state
+        assert rows["kv_cache"]["bytes"] > rows["kv_cache_estimate"]["bytes"]
+        assert "other state" in rows["kv_cache_estimate"]["note"]
+    else:  # sliding-window layers add one int64 of bookkeeping each
+        extra = 8 * cfg.num_hidden_layers if model_type == "mistral" else 0
+        assert rows["kv_cache"]["bytes"] == rows["kv_cache_estimate"]["bytes"] + extra

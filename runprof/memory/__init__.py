@@ -35,7 +35,8 @@ class MemoryCollector:
         self.model = model
         self.devices = cuda_devices(model)
         self.cache: Any = None
-        self.tokens_cached = 0
+        self.positions = 0  # tokens cached per sequence
+        self.batch = 1
         self._start: dict[str, dict[str, int]] = {}
         self._end: dict[str, dict[str, int]] = {}
         self._nvml: dict[str, Nvml] = {}
@@ -78,10 +79,10 @@ class MemoryCollector:
                     nvml_total=nv.device_total(),
                 )
         return build_ledger(self.model, gpu=gpu, gpu_reason="model is on the CPU: no GPU rows",
-                            cache=self.cache, tokens_cached=self.tokens_cached)
+                            cache=self.cache, positions=self.positions, batch=self.batch)
 
 
-def memory_ledger(model: nn.Module, *, cache: Any = None, tokens_cached: int = 0) -> dict[str, Any]:
+def memory_ledger(model: nn.Module, *, cache: Any = None, positions: int = 0, batch: int = 1) -> dict[str, Any]:
     """A standalone snapshot ledger of ``model`` now (no run): static rows, allocator and NVML figures.
 
     >>> import torch
@@ -99,7 +100,7 @@ def memory_ledger(model: nn.Module, *, cache: Any = None, tokens_cached: int = 0
             Reading(stats["peak_allocated"]), nv.process_used(), Reading(None, "snapshot: not polled"),
             nv.device_total())
     return build_ledger(model, gpu=gpu or None, gpu_reason="model is on the CPU: no GPU rows", cache=cache,
-                        tokens_cached=tokens_cached)
+                        positions=positions, batch=batch)
 
 
 __all__ = ["GpuReadings", "MemoryCollector", "Reading", "build_ledger", "bytes_by_device", "cache_bytes",

@@ -91,22 +91,50 @@ def cache_bytes(cache: Any) -> int | None:
     return None if per_device is None else sum(per_device.values())
 
 
-def kv_estimate(config: Any, tokens_cached: int, element_size: int) -> tuple[int | None, str]:
-    """2 · layers · kv_heads · head_dim · tokens · bytes from the config (full attention assumed)."""
+def kv_estimate(config: Any, positions: int, element_size: int, batch: int = 1) -> tuple[int | None, str]:
+    """The KV cache a config implies for ``batch`` sequences of ``positions`` cached tokens.
+
+    Per attention layer and token: 2 · kv_heads · head_dim values, or for multi-head latent attention
+    (``kv_lora_rank``) the latent and the rope key, kv_lora_rank + qk_rope_head_dim, as transformers caches
+    them. Sliding-window layers (``layer_types``, or ``sliding_window`` on every layer when the config has no
+    ``layer_types``) keep at most window − 1 tokens; layers with other state (linear attention, Mamba) count 0.
+
+    >>> from transformers import MistralConfig
+    >>> kv_estimate(MistralConfig(num_hidden_layers=2, num_key_value_heads=2, head_dim=16, sliding_window=8), 24, 4)[0]
+    3584
+    """
     cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
     try:
         layers = getattr(cfg, "num_hidden_layers", None)
         heads = getattr(cfg, "num_key_value_heads", None) or getattr(cfg, "num_attention_heads", None)
         head_dim = getattr(cfg, "head_dim", None) or (
             cfg.hidden_size // cfg.num_attention_heads if getattr(cfg, "num_attention_heads", None) else None)
+        latent, rope = getattr(cfg, "kv_lora_rank", None), getattr(cfg, "qk_rope_head_dim", None)
+        types = getattr(cfg, "layer_types", None)
+        window = getattr(cfg, "sliding_window", None)
     except Exception as e:  # noqa: BLE001 - per-layer (heterogeneous) configs refuse global attribute reads
         return None, f"config has no single head layout ({type(e).__name__}); see the measured kv_cache row"
-    if not all(isinstance(x, int) for x in (layers, heads, head_dim)):
-        return None, "config lacks num_hidden_layers / num_key_value_heads / head_dim"
-    note = f"2 x {layers} layers x {heads} kv heads x {head_dim} head dim x {tokens_cached} tokens x {element_size} B"
-    if getattr(cfg, "kv_lora_rank", None) or getattr(cfg, "sliding_window", None) or getattr(cfg, "layer_types", None):
-        note += " (MLA, sliding-window or hybrid layers make the real cache differ)"
-    return 2 * layers * heads * head_dim * tokens_cached * element_size, note
+    if isinstance(latent, int) and isinstance(rope, int):
+        per_token, what = latent + rope, f"MLA: ({latent} latent + {rope} rope)"
+    elif all(isinstance(x, int) for x in (heads, head_dim)):
+        per_token, what = 2 * heads * head_dim, f"2 x {heads} kv heads x {head_dim} head dim"
+    else:
+        return None, "config lacks num_key_value_heads / head_dim"
+    if not isinstance(layers, int):
+        return None, "config lacks num_hidden_layers"
+    if not (isinstance(types, (list, tuple)) and len(types) == layers):
+        sliding = isinstance(window, int) and getattr(cfg, "use_sliding_window", True) is not False
+        types = ["sliding_attention" if sliding else "full_attention"] * layers
+    kept = min(positions, window - 1) if isinstance(window, int) and window > 0 else positions
+    per_layer = [kept if t == "sliding_attention" else positions if "attention" in t and "linear" not in t else 0
+                 for t in types]
+    full, slide = sum(1 for t in per_layer if t == positions), sum(1 for t in types if t == "sliding_attention")
+    other = sum(1 for t in per_layer if t == 0) if positions else 0
+    note = f"{what} x {element_size} B x {batch} x ({full} layers x {positions} tokens"
+    note += f" + {slide} sliding-window layers x {kept} tokens)" if slide else ")"
+    if other:
+        note += f"; {other} layers keep other state (linear attention, SSM): see the measured kv_cache row"
+    return batch * sum(per_layer) * per_token * element_size, note
 
 
 def _row(name: str, value: int | None, source: str, note: str = "", part: bool = False) -> dict[str, Any]:
@@ -122,7 +150,7 @@ def _diff(a: Reading, b: Reading | int | None, what: str) -> tuple[int | None, s
 
 def build_ledger(
     model: nn.Module, *, gpu: GpuReadings | Mapping[str, GpuReadings] | None, gpu_reason: str = "", cache: Any = None,
-    tokens_cached: int = 0,
+    positions: int = 0, batch: int = 1,
 ) -> dict[str, Any]:
     """The ledger as the JSON ``memory`` section: ``{"rows": [...], "devices": {...}}``.
 
@@ -137,7 +165,7 @@ def build_ledger(
     first = next(iter(model.parameters()), None)
     config = getattr(model, "config", None)
     est, est_note = (None, "no config") if config is None else \
-        kv_estimate(config, tokens_cached, first.element_size() if first is not None else 2)
+        kv_estimate(config, positions, first.element_size() if first is not None else 2, batch)
     if gpu is None:
         resident = {d: v for d, v in by_dev.items() if d != "meta"}
         weights = sum(p for p, _ in resident.values())

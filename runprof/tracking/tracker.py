@@ -224,7 +224,8 @@ class Tracker:
         memory = None
         if self._memory is not None:
             first = steps[0] if steps else None
-            self._memory.tokens_cached = first.batch * sum(s.seq for s in steps) if first is not None else 0
+            self._memory.batch = first.batch if first is not None else 1
+            self._memory.positions = sum(s.seq for s in steps)
             memory = self._memory.ledger()
             self._memory.cache = None  # drop the reference: the cache belongs to the caller
         return TrackResult(
