@@ -281,3 +281,22 @@ def test_kv_estimate_follows_the_attention_kind(model_type, prompt, new):
     else:  # sliding-window layers add one int64 of bookkeeping each
         extra = 8 * cfg.num_hidden_layers if model_type == "mistral" else 0
         assert rows["kv_cache"]["bytes"] == rows["kv_cache_estimate"]["bytes"] + extra
+
+
+def test_4bit_weights_row_counts_packed_storage_and_quantization_state():
+    bnb = pytest.importorskip("bitsandbytes")
+    torch.manual_seed(0)
+    try:
+        q = bnb.nn.Linear4bit(64, 32, bias=False, quant_type="nf4")
+        q.weight = bnb.nn.Params4bit(torch.nn.Linear(64, 32, bias=False).weight.data, requires_grad=False,
+                                     quant_type="nf4")
+        q = q.to("cpu")
+    except Exception as e:  # bitsandbytes without a usable backend on this machine
+        pytest.skip(f"bitsandbytes 4-bit cannot run here: {e}")
+    if getattr(q.weight, "quant_state", None) is None:
+        pytest.skip("bitsandbytes did not quantize on this device")
+    # 2,048 values packed two per byte: 1,024 B; absmax of 32 blocks of 64, itself quantized to uint8: 32 B;
+    # the NF4 code, 16 fp32: 64 B; the absmax offset, 1 fp32: 4 B; the nested absmax, 1 fp32 (one block of
+    # 256): 4 B; the nested code, 256 fp32: 1,024 B
+    rows = _rows(memory_ledger(q))
+    assert rows["weights"]["bytes"] == 1024 + 32 + 64 + 4 + 4 + 1024
