@@ -309,6 +309,7 @@ def main() -> int:
     ap.add_argument("--prompt-tokens", type=int, default=32)
     ap.add_argument("--batch-sizes", default="1,8")
     ap.add_argument("--quick", action="store_true", help="the shipped model only")
+    ap.add_argument("--models", help="comma-separated model keys to run (cpu: tiny,150m; cuda: tiny,mixtral-2l)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadiest on a 2-core machine)")
     ap.add_argument("--out", help="JSON path (default benchmarks/results/overhead_<device>.json)")
@@ -317,6 +318,14 @@ def main() -> int:
         print("--device cuda: no CUDA GPU here", file=sys.stderr)
         return 2
     models = dict(list(MODELS[args.device].items())[:1] if args.quick else MODELS[args.device])
+    if args.models:
+        wanted = args.models.split(",")
+        unknown = set(wanted) - set(MODELS[args.device].values())
+        if unknown:
+            print(f"--models: unknown {sorted(unknown)}; {args.device} has {list(MODELS[args.device].values())}",
+                  file=sys.stderr)
+            return 2
+        models = {label: key for label, key in MODELS[args.device].items() if key in wanted}
     runs = []
     for label, key in models.items():
         workers = Workers(key, args.device, args.threads)
