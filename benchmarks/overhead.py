@@ -11,9 +11,10 @@ functions and the torch profilers install global observers, and runs after them 
 measured several percent slower. Only one process runs at a time.
 
 Timing, after a warm-up of every tool: each round runs every tool once in rotated order, then ``--pairs``
-more rotated triples of (no profiler, runprof routing, runprof everything): runprof's cost is a few percent
-at most, below this shared machine's run-to-run noise, so it gets more samples than the slow tools. Every
-timed run is divided by the un-profiled run of its own round or triple; reported per tool are the median of
+more rotated quadruples of (no profiler, no profiler again, runprof routing, runprof everything): runprof's
+cost is a few percent at most, below this shared machine's run-to-run noise, so it gets more samples than the
+slow tools, and the second un-profiled arm (an A/A control) shows what noise alone makes of the same count. Every
+timed run is divided by the un-profiled run of its own round or quadruple; reported per tool are the median of
 those paired ratios with a distribution-free 95% confidence interval of the median, min and max, the ratio
 of the fastest runs, and the median time spent entering and leaving the tool's context (runprof's start and
 stop). Beside the timings stands what each tool *reports* for the model's expert work: FLOP counters see no
@@ -45,7 +46,9 @@ import runprof
 from runprof.models.loading import load_model
 
 RESULTS = Path(__file__).parent / "results"
-RUNPROF = ("none", "runprof_routing", "runprof_all")
+# "none_again" is an A/A control: a second un-profiled arm, timed like a tool. Its ratio to "none" is this
+# machine's noise floor for the same number of pairs, printed beside runprof's.
+RUNPROF = ("none", "none_again", "runprof_routing", "runprof_all")
 
 
 def mixtral_150m(device: str = "cpu") -> torch.nn.Module:
@@ -90,6 +93,7 @@ def tools(model: torch.nn.Module) -> tuple[dict[str, Callable[[], Any]], dict[st
 
     out: dict[str, Callable[[], Any]] = {
         "none": contextlib.nullcontext,
+        "none_again": contextlib.nullcontext,
         "runprof_routing": lambda: runprof.track(model, modules=False, memory=False),
         "runprof_all": lambda: runprof.track(model),
         "torch_profiler": lambda: torch.profiler.profile(),
@@ -283,7 +287,7 @@ def bench(label: str, workers: Workers, batch: int, rounds: int, pairs: int, new
     for r in range(rounds):
         block(names[r % len(names):] + names[: r % len(names)])  # rotate: no tool always runs first
         for p in range(pairs):
-            block(list(RUNPROF[p % 3:] + RUNPROF[: p % 3]))
+            block(list(RUNPROF[p % len(RUNPROF):] + RUNPROF[: p % len(RUNPROF)]))
         print(f"  {label} b={batch} round {r + 1}/{rounds}: " + " ".join(
             f"{k}={statistics.median(v):.3f}x" for k, v in ratios.items() if k != "none"), file=sys.stderr)
     return {
@@ -304,7 +308,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5, help="rounds of every tool")
     ap.add_argument("--pairs", type=int, default=6,
-                    help="extra (none, runprof routing, runprof everything) triples per round")
+                    help="extra (none, none again, runprof routing, runprof everything) quadruples per round")
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--prompt-tokens", type=int, default=32)
     ap.add_argument("--batch-sizes", default="1,8")
