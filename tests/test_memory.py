@@ -175,6 +175,8 @@ def test_weights_not_on_the_gpus_are_offloaded():
     assert rows["weights"]["bytes"] == 64 * 64 * 4
     assert rows["weights_offloaded"]["bytes"] == 32 * 64 * 4 and "meta: 8192 B" in rows["weights_offloaded"]["note"]
     assert ledger_total(mem) == rows["nvml_used"]["bytes"]
+    one = _rows(build_ledger(model, gpu=_gpu(64 * 64 * 4, 0, 0, 0, 0)))  # one device's readings: all resident
+    assert one["weights_offloaded"]["bytes"] == 32 * 64 * 4 and "cpu" not in one["weights_offloaded"]["note"]
     cpu = _rows(build_ledger(model, gpu=None))  # a CPU ledger: meta parameters are not resident either
     assert (cpu["weights"]["bytes"], cpu["weights_offloaded"]["bytes"]) == (64 * 64 * 4, 32 * 64 * 4)
 

@@ -186,9 +186,10 @@ def build_ledger(
         name = cuda[0] if len(cuda) == 1 else "cuda"
         on = {name: (sum(p for d, (p, _) in by_dev.items() if d != "meta"),
                      sum(b for d, (_, b) in by_dev.items() if d != "meta"), sum(kv_by_dev.values()))}
-        gpu = {name: gpu}
+        gpu, counted = {name: gpu}, [d for d in by_dev if d != "meta"]
     else:
         on = {d: (*by_dev.get(d, (0, 0)), kv_by_dev.get(d, 0)) for d in gpu}
+        counted = list(gpu)
     devices = {}
     for d, readings in gpu.items():
         p, b, kv = on[d]
@@ -199,7 +200,7 @@ def build_ledger(
         if row["name"] == "kv_cache_estimate":
             row.update(bytes=est, note=est_note)
     on_gpus = sum(p for p, _, _ in on.values())
-    total.insert(4, _offloaded_row(total_params - on_gpus, by_dev, {d: by_dev.get(d, (0, 0)) for d in gpu}))
+    total.insert(4, _offloaded_row(total_params - on_gpus, by_dev, counted))
     return {"rows": total, "devices": devices}
 
 
@@ -214,7 +215,7 @@ def _static_rows(weights: int, buffers: int, kv: int, kv_note: str, est: int | N
     ]
 
 
-def _offloaded_row(offloaded: int, by_dev: dict[str, tuple[int, int]], counted: Mapping[str, Any]) -> dict[str, Any]:
+def _offloaded_row(offloaded: int, by_dev: dict[str, tuple[int, int]], counted: Any) -> dict[str, Any]:
     where = [f"{d}: {p} B" for d, (p, _) in sorted(by_dev.items()) if d not in counted and p]
     note = ("parameters not in this memory: " + ", ".join(where) +
             (" (meta: offloaded by accelerate to CPU or disk, loaded at each forward; see extra['placement'])"
