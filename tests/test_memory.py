@@ -67,6 +67,17 @@ def test_ledger_rows_add_up_with_injected_gpu_readings():
     assert ledger_total(mem) == rows["nvml_used"]["bytes"]
 
 
+def test_hidden_process_keeps_the_device_level_figures():
+    """In a container whose PIDs NVML cannot see, the process row is null with why; the device rows stay."""
+    hidden = Reading(None, "this process (pid 7) is not in NVML's process list (container PID namespace?)")
+    gpu = GpuReadings(Reading(100), Reading(100), Reading(200), Reading(150), hidden,
+                      nvml_total=Reading(80 * 2**30), nvml_device_used=Reading(3 * 2**30))
+    rows = _rows(build_ledger(torch.nn.Linear(1, 1), gpu=gpu))
+    assert rows["nvml_used"]["bytes"] is None and "container" in rows["nvml_used"]["note"]
+    assert rows["cuda_context_and_other"]["bytes"] is None and "container" in rows["cuda_context_and_other"]["note"]
+    assert rows["nvml_device_used"]["bytes"] == 3 * 2**30 and rows["nvml_device_total"]["bytes"] == 80 * 2**30
+
+
 def test_missing_nvml_degrades_to_none_with_reason():
     gpu = GpuReadings(Reading(100), Reading(100), Reading(200), Reading(150), Reading(None, "NVML unavailable (x)"))
     mem = build_ledger(torch.nn.Linear(1, 1), gpu=gpu)

@@ -42,6 +42,7 @@ class MemoryCollector:
         self._nvml: dict[str, Nvml] = {}
         self._pollers: dict[str, NvmlPoller] = {}
         self._nvml_used: dict[str, Reading] = {}
+        self._device_used: dict[str, Reading] = {}
         self.interval_s = interval_s
 
     def __enter__(self) -> MemoryCollector:
@@ -61,6 +62,7 @@ class MemoryCollector:
         for key, poller in self._pollers.items():
             poller.__exit__(*exc)
             self._nvml_used[key] = self._nvml[key].process_used()
+            self._device_used[key] = self._nvml[key].device_used()
 
     def ledger(self) -> dict[str, Any]:
         """The ledger for this run (call after exit)."""
@@ -77,6 +79,7 @@ class MemoryCollector:
                     nvml_used=self._nvml_used.get(key, Reading(None, "not read")),
                     nvml_peak=Reading(peak, "" if peak else "no NVML reading"),
                     nvml_total=nv.device_total(),
+                    nvml_device_used=self._device_used.get(key, Reading(None, "not read")),
                 )
         return build_ledger(self.model, gpu=gpu, gpu_reason="model is on the CPU: no GPU rows",
                             cache=self.cache, positions=self.positions, batch=self.batch)
@@ -98,7 +101,7 @@ def memory_ledger(model: nn.Module, *, cache: Any = None, positions: int = 0, ba
         gpu[str(device)] = GpuReadings(
             Reading(stats["allocated"]), Reading(stats["allocated"]), Reading(stats["reserved"]),
             Reading(stats["peak_allocated"]), nv.process_used(), Reading(None, "snapshot: not polled"),
-            nv.device_total())
+            nv.device_total(), nv.device_used())
     return build_ledger(model, gpu=gpu or None, gpu_reason="model is on the CPU: no GPU rows", cache=cache,
                         positions=positions, batch=batch)
 

@@ -10,7 +10,8 @@ end − allocated at start − kv_cache (tensors the run left alive: logits, out
 reserved − allocated, ``cuda_context_and_other`` = NVML used − reserved (CUDA context, cuBLAS workspaces,
 other libraries). The last is the named remainder. Information rows (``part`` false) sit beside them:
 ``torch_allocated`` (after load), ``kv_cache_estimate`` (from the config), ``activations_peak`` (peak
-allocated during the run − allocated at start), ``nvml_peak`` and ``nvml_device_total``. On CPU the GPU rows
+allocated during the run − allocated at start), ``nvml_peak``, ``nvml_device_used`` (every process: the
+figure left where a container hides this process from NVML) and ``nvml_device_total``. On CPU the GPU rows
 are null with the reason, and ``process_rss``/``process_rss_peak`` come from /proc.
 
 A model on several GPUs (accelerate's ``device_map``) gets one ledger per device in ``devices`` (each device's
@@ -44,6 +45,7 @@ class GpuReadings:
     nvml_used: Reading
     nvml_peak: Reading = field(default_factory=lambda: Reading(None, "not polled"))
     nvml_total: Reading = field(default_factory=lambda: Reading(None, "not read"))
+    nvml_device_used: Reading = field(default_factory=lambda: Reading(None, "not read"))
 
 
 def weight_bytes(model: nn.Module) -> tuple[int, int]:
@@ -240,6 +242,8 @@ def _gpu_rows(resident: int, kv0: int, gpu: GpuReadings) -> list[dict[str, Any]]
              True),
         _row("nvml_used", gpu.nvml_used.value, "nvml", gpu.nvml_used.reason or "this process, as NVML sees it"),
         _row("nvml_peak", gpu.nvml_peak.value, "nvml", gpu.nvml_peak.reason or "peak polled during the run"),
+        _row("nvml_device_used", gpu.nvml_device_used.value, "nvml",
+             gpu.nvml_device_used.reason or "the whole device, every process on it"),
         _row("nvml_device_total", gpu.nvml_total.value, "nvml", gpu.nvml_total.reason),
     ]
 
