@@ -13,15 +13,13 @@ from .ledger import (
     cache_bytes,
     kv_estimate,
     ledger_total,
-    weight_bytes,
 )
 from .sources import Nvml, NvmlPoller, Reading, cuda_stats, reset_cuda_peak
 
 
-def cuda_devices(model: nn.Module) -> list[torch.device]:
-    """The CUDA devices holding the model's parameters or buffers (several under a device map)."""
-    found = {t.device for t in model.parameters()} | {t.device for t in model.buffers()}
-    return sorted((d for d in found if d.type == "cuda"), key=lambda d: d.index or 0)
+def cuda_devices(resident: dict[str, tuple[int, int]]) -> list[torch.device]:
+    """The CUDA devices in :func:`bytes_by_device`'s answer (several under a device map)."""
+    return sorted((torch.device(d) for d in resident if d.startswith("cuda")), key=lambda d: d.index or 0)
 
 
 class MemoryCollector:
@@ -33,7 +31,8 @@ class MemoryCollector:
 
     def __init__(self, model: nn.Module, *, interval_s: float = 0.05) -> None:
         self.model = model
-        self.devices = cuda_devices(model)
+        self.resident = bytes_by_device(model)  # the one walk over the parameters, before the run
+        self.devices = cuda_devices(self.resident)
         self.cache: Any = None
         self.positions = 0  # tokens cached per sequence
         self.batch = 1
@@ -82,7 +81,8 @@ class MemoryCollector:
                     nvml_device_used=self._device_used.get(key, Reading(None, "not read")),
                 )
         return build_ledger(self.model, gpu=gpu, gpu_reason="model is on the CPU: no GPU rows",
-                            cache=self.cache, positions=self.positions, batch=self.batch)
+                            cache=self.cache, positions=self.positions, batch=self.batch,
+                            resident=self.resident)
 
 
 def memory_ledger(model: nn.Module, *, cache: Any = None, positions: int = 0, batch: int = 1) -> dict[str, Any]:
@@ -93,8 +93,9 @@ def memory_ledger(model: nn.Module, *, cache: Any = None, positions: int = 0, ba
     >>> next(r["bytes"] for r in rows if r["name"] == "weights")  # (16 + 4) x 4 bytes
     80
     """
+    resident = bytes_by_device(model)
     gpu = {}
-    for device in cuda_devices(model):
+    for device in cuda_devices(resident):
         torch.cuda.synchronize(device)
         stats = cuda_stats(device)
         nv = Nvml(device.index or 0)
@@ -103,8 +104,8 @@ def memory_ledger(model: nn.Module, *, cache: Any = None, positions: int = 0, ba
             Reading(stats["peak_allocated"]), nv.process_used(), Reading(None, "snapshot: not polled"),
             nv.device_total(), nv.device_used())
     return build_ledger(model, gpu=gpu or None, gpu_reason="model is on the CPU: no GPU rows", cache=cache,
-                        positions=positions, batch=batch)
+                        positions=positions, batch=batch, resident=resident)
 
 
 __all__ = ["GpuReadings", "MemoryCollector", "Reading", "build_ledger", "bytes_by_device", "cache_bytes",
-           "cuda_devices", "kv_estimate", "ledger_total", "memory_ledger", "weight_bytes"]
+           "cuda_devices", "kv_estimate", "ledger_total", "memory_ledger"]

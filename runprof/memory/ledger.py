@@ -48,12 +48,6 @@ class GpuReadings:
     nvml_device_used: Reading = field(default_factory=lambda: Reading(None, "not read"))
 
 
-def weight_bytes(model: nn.Module) -> tuple[int, int]:
-    """(parameter bytes of unique tensors incl. quantization state, buffer bytes), on every device."""
-    per_device = bytes_by_device(model).values()
-    return sum(p for p, _ in per_device), sum(b for _, b in per_device)
-
-
 def bytes_by_device(model: nn.Module) -> dict[str, tuple[int, int]]:
     """(parameter bytes, buffer bytes) of the unique tensors on each device (``meta``: not resident)."""
     out: dict[str, list[int]] = {}
@@ -151,15 +145,15 @@ def _diff(a: Reading, b: Reading | int | None, what: str) -> tuple[int | None, s
 
 
 def build_ledger(
-    model: nn.Module, *, gpu: GpuReadings | Mapping[str, GpuReadings] | None, gpu_reason: str = "", cache: Any = None,
-    positions: int = 0, batch: int = 1,
+    model: nn.Module, *, gpu: Mapping[str, GpuReadings] | None, gpu_reason: str = "", cache: Any = None,
+    positions: int = 0, batch: int = 1, resident: Mapping[str, tuple[int, int]] | None = None,
 ) -> dict[str, Any]:
     """The ledger as the JSON ``memory`` section: ``{"rows": [...], "devices": {...}}``.
 
-    ``gpu`` is None (a CPU model: GPU rows null with ``gpu_reason``), one device's readings (the whole
-    resident model is on that device), or readings per device (``{"cuda:0": ..., "cuda:1": ...}``: each
-    device's ledger counts the tensors on that device; ``rows`` is their total)."""
-    by_dev = bytes_by_device(model)
+    ``gpu`` is None (a CPU model: GPU rows null with ``gpu_reason``) or readings per device (``{"cuda:0": ...,
+    "cuda:1": ...}``: each device's ledger counts the tensors on that device; ``rows`` is their total).
+    ``resident`` is :func:`bytes_by_device` when the caller already has it, so the parameters are walked once."""
+    by_dev = dict(resident) if resident is not None else bytes_by_device(model)
     total_params = sum(p for p, _ in by_dev.values())
     kv_by_dev = cache_bytes_by_device(cache)
     kv_note = "tensors of the cache object" if kv_by_dev is not None else "no cache object was returned: 0 bytes"
@@ -183,15 +177,7 @@ def build_ledger(
         rows += [_row("process_rss", rss.value, "/proc", rss.reason or "resident memory of this process now"),
                  _row("process_rss_peak", peak.value, "/proc", "peak resident memory of this process")]
         return {"rows": rows, "devices": {}}
-    if isinstance(gpu, GpuReadings):  # one device holds every resident tensor
-        cuda = [d for d in by_dev if d.startswith("cuda")]
-        name = cuda[0] if len(cuda) == 1 else "cuda"
-        on = {name: (sum(p for d, (p, _) in by_dev.items() if d != "meta"),
-                     sum(b for d, (_, b) in by_dev.items() if d != "meta"), sum(kv_by_dev.values()))}
-        gpu, counted = {name: gpu}, [d for d in by_dev if d != "meta"]
-    else:
-        on = {d: (*by_dev.get(d, (0, 0)), kv_by_dev.get(d, 0)) for d in gpu}
-        counted = list(gpu)
+    on = {d: (*by_dev.get(d, (0, 0)), kv_by_dev.get(d, 0)) for d in gpu}
     devices = {}
     for d, readings in gpu.items():
         p, b, kv = on[d]
@@ -202,7 +188,7 @@ def build_ledger(
         if row["name"] == "kv_cache_estimate":
             row.update(bytes=est, note=est_note)
     on_gpus = sum(p for p, _, _ in on.values())
-    total.insert(4, _offloaded_row(total_params - on_gpus, by_dev, counted))
+    total.insert(4, _offloaded_row(total_params - on_gpus, by_dev, gpu))
     return {"rows": total, "devices": devices}
 
 
