@@ -18,9 +18,10 @@ import torch
 from torch import nn
 
 from ..errors import InvalidArgumentError, UnsupportedModelError
+from .layer import experts_size
 
 if TYPE_CHECKING:
-    from .discovery import MoELayer
+    from .layer import MoELayer
 
 _TOP_K_ATTRS = ("top_k", "num_experts_per_tok", "topk", "moe_top_k", "num_selected_experts", "top_k_experts", "k")
 
@@ -52,8 +53,6 @@ class Adapter:
         return int(first.shape[0])
 
     def params_per_expert(self, experts: nn.Module, num_experts: int) -> int:
-        from .discovery import experts_size
-
         return experts_size(experts, num_experts)
 
     def find_router(
@@ -89,8 +88,10 @@ class Adapter:
         """An adapter instance for one layer (adapters that need per-layer state return a copy)."""
         return self
 
-    def write_top_k(self, layer: MoELayer, k: int) -> list[tuple[str, int, int]]:
-        """Set k where the forward reads it; return (attribute path, old, new) for each change."""
+    def top_k_targets(self, layer: MoELayer) -> list[tuple[Any, str, str]]:
+        """``(object, attribute, dotted path)`` of every place this layer's k must be written so the forward
+        reads it; refuses (``InvalidArgumentError``) an architecture that hard-wires k or holds it nowhere.
+        ``set_top_k`` asks every layer first and writes only when all can be changed."""
         if self.top_k_fixed:
             raise InvalidArgumentError(f"{type(layer.experts).__name__}: top-k cannot be changed: {self.top_k_fixed}")
         owners = self.top_k_owners(layer)
@@ -99,14 +100,12 @@ class Adapter:
                 f"{layer.name}: no top-k attribute found on {type(layer.router).__name__} or "
                 f"{type(layer.block).__name__}; register an adapter (runprof.moe.register_adapter) that knows it"
             )
-        changes = []
+        targets = []
         for obj, attr in owners:
-            old = getattr(obj, attr)
-            setattr(obj, attr, k)
             path = (layer.router_name if obj is layer.router else layer.experts_name if obj is layer.experts
                     else layer.name if obj is layer.block else f"{layer.router_name}.config")
-            changes.append((f"{path}.{attr}", int(old), k))
-        return changes
+            targets.append((obj, attr, f"{path}.{attr}"))
+        return targets
 
     def routed_parts(self, experts: nn.Module) -> list[str]:
         """Submodules (relative names) holding the routed experts' parameters; ``""`` is the whole

@@ -15,42 +15,18 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
-from . import builtin as _builtin  # noqa: F401  (registers the built-in adapters)
-from .adapters import Adapter, adapter_for
+from .adapters import adapter_for
+from .layer import MoELayer
 
 log = logging.getLogger("runprof")
 
 _LAYER_INDEX = re.compile(r"\.(\d+)(?:\.|$)")
 _ROUTER_CHILD_NAMES = ("gate", "router", "w_gate", "switch", "moe_gate", "gating", "mlp_router")
 _CONFIG_TOP_K = ("num_experts_per_tok", "moe_top_k", "top_k", "num_selected_experts", "moe_k", "top_k_experts")
-
-
-@dataclass
-class MoELayer:
-    """A live MoE block of a model (holds module references; not a result)."""
-
-    name: str  # the block's qualified name, e.g. "model.layers.3.mlp"
-    layer_index: int | None
-    block: nn.Module
-    experts_name: str
-    experts: nn.Module
-    router_name: str | None
-    router: nn.Module | None
-    num_experts: int
-    params_per_expert: int
-    adapter: Adapter
-    rule: str
-    config_top_k: int | None = None
-
-    @property
-    def top_k(self) -> int | None:
-        """Top-k as the objects hold it now (router, then block, then experts)."""
-        return self.adapter.read_top_k(self)
 
 
 def layer_index(name: str) -> int | None:
@@ -118,18 +94,6 @@ def _fused_leading_dim(module: nn.Module, expected: int | None) -> int | None:
         return None
     dims = {int(p.shape[0]) for p in params}
     return expected if dims == {expected} else None
-
-
-def experts_size(experts: nn.Module, num_experts: int) -> int:
-    """Params of one routed expert: Σ numel of the experts module's tensors ÷ E (biases included)."""
-    total = sum(_logical_numel(p) for p in experts.parameters())
-    return total // num_experts
-
-
-def _logical_numel(p: Any) -> int:
-    from ..static.quant import logical_numel
-
-    return logical_numel(p)
 
 
 def _find_router(block: nn.Module, experts: nn.Module, declared: tuple[type, ...], num_experts: int) -> tuple[str | None, nn.Module | None]:

@@ -10,10 +10,20 @@ import torch
 from torch import nn
 
 from ..errors import InvalidArgumentError, UnsupportedModelError
-from ..moe.discovery import MoELayer, check_readable, config_top_k, find_moe_layers, layer_index
-from ..results import GROUPS, ByteCounts, CountResult, ModelInfo, MoEInfo, MoELayerInfo, ParamCounts
+from ..moe.discovery import check_readable, config_top_k, find_moe_layers, layer_index
+from ..moe.layer import MoELayer
+from ..results import (
+    GROUPS,
+    ByteCounts,
+    CountResult,
+    ModelInfo,
+    MoEInfo,
+    MoELayerInfo,
+    ParamCounts,
+    active_per_token,
+)
+from ..tensors import dtype_name, logical_numel, tensor_bytes
 from .groups import fold_layers, group_parameters
-from .quant import dtype_name, logical_numel, tensor_bytes
 
 log = logging.getLogger("runprof")
 
@@ -43,6 +53,24 @@ def build_meta_model(config: Any, dtype: torch.dtype | None = None) -> nn.Module
 def model_name(model: nn.Module) -> str:
     """The name a model was loaded under (``config._name_or_path``), else its class name."""
     return getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
+
+
+def model_info(model: nn.Module, name: str | None = None) -> ModelInfo:
+    """Name (``name``, else :func:`model_name`), class, model_type, dtype and device of ``model`` (the
+    first parameter's dtype and device): the one place a :class:`ModelInfo` is built from a model.
+
+    >>> model_info(nn.Linear(2, 2))
+    ModelInfo(name='Linear', class_name='Linear', model_type='', dtype='float32', device='cpu')
+    """
+    config = getattr(model, "config", None)
+    first = next(iter(model.parameters()), None)
+    return ModelInfo(
+        name=name or model_name(model),
+        class_name=type(model).__name__,
+        model_type=str(getattr(config, "model_type", "") or ""),
+        dtype=dtype_name(first) if first is not None else "",
+        device=str(first.device) if first is not None else "",
+    )
 
 
 def _as_model(obj: ModelLike, dtype: torch.dtype | None) -> tuple[nn.Module, str]:
@@ -107,31 +135,6 @@ def _moe_info(model: nn.Module, layers: list[MoELayer], groups: dict[str, str], 
     )
 
 
-def active_per_token(
-    total: int, by_group: dict[str, int], layers: list[MoELayer] | tuple[MoELayerInfo, ...], tied: bool,
-    top_ks: list[int] | None = None,
-) -> dict[str, int]:
-    """Active params per token under each convention, with each layer's k (router's unless given).
-
-    ``all`` = total − Σ_layers (E − k) × params per expert; ``exclude_input_embedding`` drops the input
-    embedding (kept when it is tied to lm_head, since lm_head still uses it); ``exclude_embeddings`` drops
-    both embeddings and lm_head.
-    """
-    ks = top_ks if top_ks is not None else [x.top_k for x in layers]
-    inactive = 0
-    for layer, k in zip(layers, ks):
-        if k is None:
-            k = layer.num_experts
-        inactive += max(layer.num_experts - k, 0) * layer.params_per_expert
-    all_ = total - inactive
-    input_emb = 0 if tied else by_group["embeddings"]
-    return {
-        "all": all_,
-        "exclude_input_embedding": all_ - input_emb,
-        "exclude_embeddings": all_ - by_group["embeddings"] - by_group["lm_head"],
-    }
-
-
 def count_params(model_or_config: ModelLike, *, dtype: torch.dtype | None = None, name: str | None = None) -> CountResult:
     """Exact static counts of a causal LM, from a model (any device, meta included) or a config.
 
@@ -167,15 +170,6 @@ def count_model(model: nn.Module, layers: list[MoELayer], *, name: str) -> Count
     buffers = [b for _, b in model.named_buffers()]
     tied_lm_head = _lm_head_tied(model)
 
-    config = getattr(model, "config", None)
-    first = next(iter(model.parameters()), None)
-    info = ModelInfo(
-        name=name,
-        class_name=type(model).__name__,
-        model_type=str(getattr(config, "model_type", "")),
-        dtype=dtype_name(first) if first is not None else "",
-        device=str(first.device) if first is not None else "",
-    )
     params = ParamCounts(
         total=total,
         by_group=by_group,
@@ -183,13 +177,14 @@ def count_model(model: nn.Module, layers: list[MoELayer], *, name: str) -> Count
         tied=tuple(tied),
         by_layer_pattern=fold_layers(unique),
         buffers=sum(b.numel() for b in buffers),
+        lm_head_tied=tied_lm_head,
     )
     nbytes = ByteCounts(
         total=sum(by_dtype.values()),
         by_dtype=dict(by_dtype),
         buffers=sum(b.numel() * b.element_size() for b in buffers),
     )
-    return CountResult(model=info, params=params, moe=_moe_info(model, layers, groups, unique), bytes=nbytes)
+    return CountResult(model=model_info(model, name), params=params, moe=_moe_info(model, layers, groups, unique), bytes=nbytes)
 
 
 def _lm_head_tied(model: nn.Module) -> bool:

@@ -14,9 +14,9 @@ from collections import defaultdict
 import torch
 from torch import nn
 
-from ..moe.discovery import MoELayer
+from ..moe.layer import MoELayer
 from ..results import LayerPattern
-from .quant import logical_numel
+from ..tensors import logical_numel
 
 _NORM = re.compile(r"Norm")
 _ATTENTION = re.compile(r"Attention|Attn|MLA$|Mamba|Mixer|DeltaNet|LinearAttention|SSM|ShortConv", re.IGNORECASE)
