@@ -1,6 +1,6 @@
 """``runprof.routing.bench``: what each top-k costs and does, measured.
 
-For each k (set with :func:`runprof.set_top_k`, restored in a ``finally``) and batch size: warm-up runs,
+For each k (set with :func:`runprof.set_top_k`, restored when its ``with`` block ends) and batch size: warm-up runs,
 then repeated timed ``generate()`` runs under :func:`runprof.track`; tokens/s of prefill and decode
 (:mod:`runprof.routing.timing`), measured experts and active params per token vs the static figure,
 routing statistics of the first timed run, and the mean log-likelihood of the prompt under k.
@@ -21,13 +21,14 @@ from torch import nn
 from ..errors import InvalidArgumentError, UnsupportedModelError
 from ..moe.discovery import config_top_k, find_moe_layers
 from ..moe.topk import set_top_k
-from ..results import ModelInfo, Stat
+from ..results import ModelInfo, Stat, check_header, header
+from ..static import model_info
+from ..tracking import track
 from .likelihood import PromptScore, score_prompt
 from .stats import RoutingStats, routing_stats
 from .timing import TIMING_METHOD, Spread, StepClock
 
 log = logging.getLogger("runprof")
-SCHEMA = "runprof-bench/1"
 
 
 @dataclass(frozen=True)
@@ -97,27 +98,29 @@ class BenchResult:
     runs: tuple[BenchRun, ...]
     cpu_threads: int
     timing_method: str = TIMING_METHOD
+    notes: tuple[str, ...] = ()  # how the model was made (random weights, a substituted tokenizer, ...)
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "schema": SCHEMA, "model": self.model.to_dict(), "num_experts": self.num_experts,
+            **header("bench"), "model": self.model.to_dict(), "num_experts": self.num_experts,
             "top_k_original": self.top_k_original, "top_k_restored": self.top_k_restored,
             "prompt_tokens": self.prompt_tokens, "max_new_tokens": self.max_new_tokens,
             "warmup": self.warmup, "repeats": self.repeats, "cpu_threads": self.cpu_threads,
-            "timing_method": self.timing_method,
+            "timing_method": self.timing_method, "notes": list(self.notes),
             "mean_logprob_original": self.reference.mean_logprob, "reference": self.reference.to_dict(),
             "runs": [r.to_dict() for r in self.runs],
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BenchResult:
+        check_header(d, "bench")
         return cls(
             model=ModelInfo.from_dict(d["model"]), num_experts=d["num_experts"],
             top_k_original=d["top_k_original"], top_k_restored=d["top_k_restored"],
             prompt_tokens=d["prompt_tokens"], max_new_tokens=d["max_new_tokens"], warmup=d["warmup"],
             repeats=d["repeats"], reference=PromptScore.from_dict(d["reference"]),
             runs=tuple(BenchRun.from_dict(r) for r in d["runs"]), cpu_threads=d["cpu_threads"],
-            timing_method=d["timing_method"],
+            timing_method=d["timing_method"], notes=tuple(d.get("notes", ())),
         )
 
 
@@ -185,14 +188,11 @@ def bench(
     reference = score_prompt(model, ids, top_k=k0)
     runs: list[BenchRun] = []
     for k in top_ks:
-        changes = set_top_k(model, k)
-        try:
+        with set_top_k(model, k):  # restored on every exit path
             score = reference if k == k0 else score_prompt(model, ids, top_k=k)
             for b in batch_sizes:
                 runs.append(_bench_cell(model, batch_rows(ids, b), k, repeats, warmup, max_new_tokens,
                                         pad_token_id, name, score, on_generate))
-        finally:
-            restore(model, changes)
     return BenchResult(model=model_info(model, name), num_experts=e, top_k_original=k0,
                        top_k_restored=_top_k_state(model) == before,
                        prompt_tokens=int(ids.shape[1]), max_new_tokens=max_new_tokens, warmup=warmup,
@@ -216,30 +216,9 @@ def batch_rows(input_ids: torch.Tensor, batch_size: int) -> torch.Tensor:
     return torch.cat([head.repeat(batch_size, 1), torch.stack(rows)], dim=1)
 
 
-def restore(model: nn.Module, changes: list[tuple[str, int, int]]) -> None:
-    """Undo :func:`set_top_k`: set every changed attribute back to its old value (last change first)."""
-    for path, old, _new in reversed(changes):
-        *parents, attr = path.split(".")
-        obj: Any = model
-        for part in parents:
-            obj = getattr(obj, part)
-        setattr(obj, attr, old)
-    log.info("restored %d top-k attributes", len(changes))
-
-
-def model_info(model: nn.Module, name: str | None) -> ModelInfo:
-    """Name, class, model_type, dtype and device of ``model``."""
-    p = next(model.parameters())
-    cfg = getattr(model, "config", None)
-    return ModelInfo(name or type(model).__name__, type(model).__name__, str(getattr(cfg, "model_type", "")),
-                     str(p.dtype).replace("torch.", ""), str(p.device))
-
-
 def _bench_cell(model: nn.Module, ids: torch.Tensor, k: int, repeats: int, warmup: int, new: int,
                 pad: int | None, name: str | None, score: PromptScore,
                 on_generate: Callable[[str], None] | None) -> BenchRun:
-    from .. import track
-
     clock = StepClock(ids.device)
     kwargs = dict(attention_mask=torch.ones_like(ids), max_new_tokens=new, min_new_tokens=new, do_sample=False,
                   pad_token_id=pad, logits_processor=[clock.processor()])
@@ -267,19 +246,11 @@ def _bench_cell(model: nn.Module, ids: torch.Tensor, k: int, repeats: int, warmu
         top_k=k, batch_size=int(ids.shape[0]), tokens=tokens, prefill_s=tuple(prefill_s), decode_s=tuple(decode_s),
         prefill_tokens_per_s=Spread.of([tokens["prefill"] / s for s in prefill_s if s > 0]),
         decode_tokens_per_s=Spread.of([tokens["decode"] / s for s in decode_s if s]),
-        experts_per_token=_merge([r.runtime.experts_per_token for r in results]),
-        active_params_per_token=_merge([r.runtime.active_params_per_token["all"] for r in results]),
+        experts_per_token=sum((r.runtime.experts_per_token for r in results), Stat()),
+        active_params_per_token=sum((r.runtime.active_params_per_token["all"] for r in results), Stat()),
         static_active_params_per_token=results[0].params.active_per_token["all"],
         top_k_measured=rt.top_k["measured"], score=score, routing=routing_stats(trace),
     )
 
 
-def _merge(stats: list[Stat]) -> Stat:
-    """One Stat over runs of equal size: mean of means, min of mins, max of maxes."""
-    known = [s for s in stats if s.mean is not None]
-    if not known:
-        return Stat(None, None, None)
-    return Stat(sum(s.mean for s in known) / len(known), min(s.min for s in known), max(s.max for s in known))
-
-
-__all__ = ["BenchResult", "BenchRun", "SCHEMA", "batch_rows", "bench", "check_bench_args", "restore"]
+__all__ = ["BenchResult", "BenchRun", "batch_rows", "bench", "check_bench_args"]

@@ -1,4 +1,4 @@
-"""Routing statistics over a :class:`~runprof.tracking.tracker.RoutingTrace`, per MoE layer.
+"""Routing statistics over a :class:`~runprof.tracking.trace.RoutingTrace`, per MoE layer.
 
 Everything is computed on the CPU after the tracked region, from the expert ids (and weights) the routers
 actually produced; padding (masked tokens) is excluded everywhere. Definitions:
@@ -27,8 +27,7 @@ from typing import Any
 
 import torch
 
-from ..tracking.collectors import Step
-from ..tracking.summary import LayerCalls, usage
+from ..tracking.trace import LayerTrace, RoutingTrace, StepTrace, usage
 from .baselines import expected_distinct, random_any_overlap, random_coactivation, random_first_choice, random_jaccard
 
 
@@ -96,7 +95,7 @@ class RoutingStats:
         return cls(tuple(LayerRouting.from_dict(v) for v in d.values()))
 
 
-def routing_stats(trace: Any) -> RoutingStats:
+def routing_stats(trace: RoutingTrace) -> RoutingStats:
     """Statistics of every MoE layer of a tracked run (``t.trace`` after ``with runprof.track(model)``).
 
     >>> import torch, runprof
@@ -113,7 +112,7 @@ def routing_stats(trace: Any) -> RoutingStats:
     return RoutingStats(tuple(layer_stats(c, trace.steps, name) for name, c in zip(trace.layer_names, trace.layers)))
 
 
-def layer_stats(calls: LayerCalls, steps: list[Step], name: str = "") -> LayerRouting:
+def layer_stats(calls: LayerTrace, steps: tuple[StepTrace, ...], name: str = "") -> LayerRouting:
     """Statistics of one layer's captured calls (see the module docstring for the definitions)."""
     e, k = calls.num_experts, max(int(calls.ids.shape[1]), 1)
     k_base = min(k, e)
@@ -131,7 +130,7 @@ def layer_stats(calls: LayerCalls, steps: list[Step], name: str = "") -> LayerRo
     )
 
 
-def _load(calls: LayerCalls, used: torch.Tensor, k: int, notes: list[str]) -> dict[str, Any]:
+def _load(calls: LayerTrace, used: torch.Tensor, k: int, notes: list[str]) -> dict[str, Any]:
     e = calls.num_experts
     valid = (calls.ids >= 0) & calls.real[:, None]
     load = torch.bincount(calls.ids[valid], minlength=e)[:e].double()
@@ -155,7 +154,7 @@ def _load(calls: LayerCalls, used: torch.Tensor, k: int, notes: list[str]) -> di
     }
 
 
-def sequence_order(calls: LayerCalls, steps: list[Step]) -> tuple[torch.Tensor, torch.Tensor]:
+def sequence_order(calls: LayerTrace, steps: tuple[StepTrace, ...]) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows of real tokens in time order within each sequence, and each row's sequence id.
 
     A sequence is one batch row of one generation: a prefill step starts a generation, its decode steps
@@ -178,7 +177,7 @@ def sequence_order(calls: LayerCalls, steps: list[Step]) -> tuple[torch.Tensor, 
     return rows[order], seq[order]
 
 
-def first_choice(calls: LayerCalls) -> torch.Tensor:
+def first_choice(calls: LayerTrace) -> torch.Tensor:
     """Each row's highest-weight expert (the first id when the router passed no weights; -1 for none)."""
     if calls.weights is None or calls.ids.shape[1] == 0:
         return calls.ids[:, 0] if calls.ids.shape[1] else torch.full((calls.ids.shape[0],), -1)
@@ -186,7 +185,7 @@ def first_choice(calls: LayerCalls) -> torch.Tensor:
     return calls.ids.gather(1, w.argmax(1, keepdim=True)).squeeze(1)
 
 
-def _repeats(calls: LayerCalls, used: torch.Tensor, steps: list[Step], notes: list[str]) -> dict[str, Any]:
+def _repeats(calls: LayerTrace, used: torch.Tensor, steps: tuple[StepTrace, ...], notes: list[str]) -> dict[str, Any]:
     rows, seq = sequence_order(calls, steps)
     same = seq[1:] == seq[:-1]
     a, b = rows[:-1][same], rows[1:][same]
@@ -203,7 +202,9 @@ def _repeats(calls: LayerCalls, used: torch.Tensor, steps: list[Step], notes: li
         "pairs": pairs,
         "first_choice_repeat": float((fa == fb)[both].double().mean()) if bool(both.any()) else None,
         "any_overlap_repeat": float((inter > 0).double().mean()),
-        "jaccard_repeat": float((inter[union > 0] / union[union > 0]).double().mean()) if bool((union > 0).any())
+        # integer ratios divided in float64 (int / int gives float32)
+        "jaccard_repeat": float((inter[union > 0].double() / union[union > 0].double()).mean())
+        if bool((union > 0).any())
         else None,
     }
 
@@ -218,7 +219,7 @@ def _coactivation(used: torch.Tensor) -> tuple[tuple[float | None, ...], ...]:
     )
 
 
-def _decode_distinct(calls: LayerCalls, used: torch.Tensor, steps: list[Step], k: int,
+def _decode_distinct(calls: LayerTrace, used: torch.Tensor, steps: tuple[StepTrace, ...], k: int,
                      notes: list[str]) -> dict[str, Any]:
     decode = [i for i, s in enumerate(steps) if s.phase == "decode"]
     none = {"decode_steps": 0, "decode_distinct_mean": None, "decode_distinct_min": None,
@@ -245,7 +246,7 @@ def _decode_distinct(calls: LayerCalls, used: torch.Tensor, steps: list[Step], k
     }
 
 
-def _confidence(calls: LayerCalls, notes: list[str]) -> dict[str, Any]:
+def _confidence(calls: LayerTrace, notes: list[str]) -> dict[str, Any]:
     if calls.weights is None:
         notes.append("the router passed no weights: confidence is unknown")
         return {"top1_weight_mean": None, "weights_entropy_normalized": None}

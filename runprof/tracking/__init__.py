@@ -1,4 +1,6 @@
 """Runtime tracking: ``track()`` and its collectors (the only code that registers hooks)."""
-from .tracker import RoutingTrace, Tracker, is_tracked, track
+from .distributed import merge_across_ranks
+from .trace import LayerTrace, RoutingTrace, StepTrace, usage
+from .tracker import Tracker, is_tracked, track
 
-__all__ = ["RoutingTrace", "Tracker", "is_tracked", "track"]
+__all__ = ["LayerTrace", "RoutingTrace", "StepTrace", "Tracker", "is_tracked", "merge_across_ranks", "track", "usage"]

@@ -1,22 +1,23 @@
 """Beyond one device: results merged across ``torch.distributed`` ranks, and where a model's weights live.
 
-``merge_across_ranks`` costs two collectives whatever the model's size, never one per counter:
+``merge_across_ranks`` gives every rank ``TrackResult.combine(*every rank's result, parallel=True)``, the pure
+merge defined in :mod:`runprof.results`, at the cost of two collectives whatever the model's size. This
+module only packs the numbers that merge into two vectors and unpacks them:
 
 1. one **MAX** all-reduce of a fixed-size float64 vector: wall time, measured k, the weights-changed flag,
    each statistic's ``-min`` and ``max`` (a minimum is the negated maximum of the negatives), and
    consistency checks packed as ``[x, -x]`` pairs (after MAX they agree on every rank iff every rank sent
-   the same ``x``): the model's parameter count, a CRC of the MoE layout, the presence of exact sums, a CRC
-   of the unused modules. Its size does not depend on the model, so mismatched ranks are found and every rank
-   raises the same :class:`TrackingError` before any size-dependent collective;
-2. one **SUM** all-reduce of an int64 vector: tokens per phase, forward calls, the exact ``(sum, count)``
-   behind every per-token statistic (``RuntimeInfo.sums``) and every layer's expert load, flattened.
-   Integers stay integers, so the merged loads, counts and means are exactly those of one process that
-   saw every rank's tokens. The union of experts used, for ``params_touched``, is ``merged load > 0``.
+   the same ``x``): the model's parameter count, a CRC of the MoE layout, a CRC of the unused modules. Its
+   size does not depend on the model, so mismatched ranks are found and every rank raises the same
+   :class:`TrackingError` before any size-dependent collective;
+2. one **SUM** all-reduce of an int64 vector: tokens per phase, forward calls, the exact sum and count of
+   every statistic (:class:`~runprof.results.Stat`) and every layer's expert load, flattened. Integers stay
+   integers, so the merged loads, counts and means are exactly those of one process that saw every rank's
+   tokens.
 
 Only when ranks saw different modules run does a third collective (``all_gather_object`` of the unused
 module names) intersect them. Per-step records, the memory ledger, the weight placement and the weights
-diff stay per rank: the merged result has ``steps == ()`` and ``memory is None``; each rank's own result
-keeps them (``Tracker.local_result``).
+diff stay per rank (``RANK_LOCAL``); each rank's own result keeps them (``Tracker.local_result``).
 """
 from __future__ import annotations
 
@@ -32,30 +33,20 @@ import torch
 from torch import nn
 
 from ..errors import InvalidArgumentError, TrackingError
-from ..results import CONVENTIONS, RuntimeInfo, Stat, TrackResult
-from .summary import PHASES, reconcile
+from ..results import PHASES, RANK_LOCAL, RuntimeInfo, Stat, TrackResult, combined_extra, touched_params
 
 log = logging.getLogger("runprof")
 
-STAT_KEYS: tuple[str, ...] = (
-    *(f"active_params_per_token.{c}" for c in CONVENTIONS),
-    *(f"active_params_per_token_by_phase.{p}" for p in PHASES),
-    "experts_per_token",
-)
-"""Every per-token statistic of a :class:`RuntimeInfo`, in packing order (keys of ``RuntimeInfo.sums``)."""
-
-RANK_LOCAL: tuple[str, ...] = ("steps", "memory", "placement", "weights_diff")
-"""What a merged result does not merge: each rank's own result keeps it."""
-
 _HEAD = 3  # MAX vector: wall_s, measured k (-1 = none), weights changed (-1 = not verified)
-_CHECKS = ("the parameter count", "the MoE layout", "exact sums (RuntimeInfo.sums)", "unused modules")
+_CHECKS = 3  # parameter count, MoE layout, unused modules
 
 
-def merge_across_ranks(result: TrackResult, *, group: Any = None) -> TrackResult:
+def merge_across_ranks(result: TrackResult, *, group: Any = None, device: torch.device | None = None) -> TrackResult:
     """One global result from every rank's result; a collective that every rank of ``group`` must call.
 
-    Loads, tokens, forward calls and statistics' sums are added, min/max and wall time take the extreme,
-    ``params_touched`` counts the union of experts any rank used, the reconcile rows are recomputed.
+    Equal to ``TrackResult.combine(*results_of_every_rank, parallel=True)``. The vectors are reduced on
+    ``device`` (NCCL needs the rank's own GPU: the tracked model's device when it is on CUDA, else the process
+    group's bound device, else ``cuda:LOCAL_RANK``).
 
     >>> import torch.distributed as dist  # doctest: +SKIP
     >>> dist.init_process_group("gloo")  # under torchrun  # doctest: +SKIP
@@ -64,25 +55,23 @@ def merge_across_ranks(result: TrackResult, *, group: Any = None) -> TrackResult
     >>> merged = t.result.merge_across_ranks()  # the same on every rank  # doctest: +SKIP
     """
     dist = _process_group_ready()
-    device = _collective_device(dist, group)
+    device = collective_device(dist, group, device)
     rt = result.runtime
     maxed = torch.tensor(_max_vector(result), dtype=torch.float64, device=device)
     dist.all_reduce(maxed, op=dist.ReduceOp.MAX, group=group)
     mx = maxed.tolist()
-    agree = _check_agreement(mx)
+    same_unused = _check_agreement(mx)
     summed = torch.tensor(_sum_vector(rt), dtype=torch.int64, device=device)
     dist.all_reduce(summed, op=dist.ReduceOp.SUM, group=group)
-    unused = rt.unused_modules if agree else _unused_everywhere(dist, rt.unused_modules, group)
-    runtime = _merged_runtime(result, summed.tolist(), mx, unused)
-    extra = {k: v for k, v in result.extra.items() if k not in RANK_LOCAL}
+    unused = rt.unused_modules if same_unused else _unused_everywhere(dist, rt.unused_modules, group)
+    extra = combined_extra((result,))
     if mx[2] >= 0:
         extra["weights_changed"] = bool(mx[2])
     extra["distributed"] = {
         "world_size": dist.get_world_size(group), "rank": dist.get_rank(group),
         "backend": str(dist.get_backend(group)), "rank_local": list(RANK_LOCAL),
     }
-    return TrackResult(static=result.static, runtime=runtime, reconcile=reconcile(result.static, runtime, []),
-                       memory=None, extra=extra)
+    return result.with_runtime(_merged_runtime(result, summed.tolist(), mx, unused), extra=extra)
 
 
 def _process_group_ready() -> Any:
@@ -96,18 +85,22 @@ def _process_group_ready() -> Any:
     return dist
 
 
-def _collective_device(dist: Any, group: Any) -> torch.device:
-    """NCCL reduces CUDA tensors only; gloo (and a mixed ``cpu:gloo,cuda:nccl`` group) takes CPU tensors."""
+def collective_device(dist: Any, group: Any, device: torch.device | None = None) -> torch.device:
+    """Where the merge's tensors live: the CPU for gloo (and a mixed ``cpu:gloo,cuda:nccl`` group); for NCCL
+    this rank's GPU: ``device`` when it is a CUDA device, else the group's bound device, else
+    ``cuda:LOCAL_RANK``, else the current device (every rank on ``cuda:0`` is what NCCL must not get)."""
     backend = str(dist.get_backend(group)).lower()
-    if "nccl" in backend and "gloo" not in backend:
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
-def _stat(rt: RuntimeInfo, key: str) -> Stat:
-    name, _, sub = key.partition(".")
-    value = getattr(rt, name)
-    return value.get(sub, Stat(None, None, None)) if sub else value
+    if "nccl" not in backend or "gloo" in backend:
+        return torch.device("cpu")
+    if device is not None and device.type == "cuda" and device.index is not None:
+        return device
+    pg = group if group is not None else dist.distributed_c10d._get_default_group()
+    bound = getattr(pg, "bound_device_id", None)
+    if isinstance(bound, torch.device) and bound.type == "cuda":
+        return bound
+    if "LOCAL_RANK" in os.environ:
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    return torch.device("cuda", torch.cuda.current_device())
 
 
 def _crc(value: object) -> int:
@@ -118,37 +111,30 @@ def _max_vector(r: TrackResult) -> list[float]:
     rt = r.runtime
     changed = r.extra.get("weights_changed")
     vec = [float(rt.wall_s), float(rt.top_k.get("measured") or -1), -1.0 if changed is None else float(changed)]
-    for key in STAT_KEYS:
-        s = _stat(rt, key)
+    for s in rt.stats():
         vec += [-math.inf, -math.inf] if s.min is None else [-float(s.min), float(s.max)]
-    layout = (rt.moe_layer_names, tuple(len(load) for load in rt.expert_load))
-    missing = any(key not in rt.sums for key in STAT_KEYS)
-    for check in (r.params.total, _crc(layout), int(missing), _crc(rt.unused_modules)):
+    layout = (rt.moe_layer_names, tuple(len(load) for load in rt.expert_load), len(rt.stats()))
+    for check in (r.params.total, _crc(layout), _crc(rt.unused_modules)):
         vec += [float(check), -float(check)]
     return vec
 
 
 def _check_agreement(mx: list[float]) -> bool:
     """Raise on every rank alike if the ranks tracked different models; False if only unused modules differ."""
-    pairs = mx[_HEAD + 2 * len(STAT_KEYS):]
-    same = [pairs[2 * i] == -pairs[2 * i + 1] for i in range(len(_CHECKS))]
+    pairs = mx[-2 * _CHECKS:]
+    same = [pairs[2 * i] == -pairs[2 * i + 1] for i in range(_CHECKS)]
     if not all(same[:2]):
         raise TrackingError(
             "merge_across_ranks: the ranks tracked different models (parameter count or MoE layout differ); "
             "every rank must track the same model"
         )
-    if pairs[4] > 0:
-        raise TrackingError(
-            "merge_across_ranks: a rank's result has no exact sums (RuntimeInfo.sums, added in runprof's "
-            "distributed support); re-run the tracked region with this runprof version on every rank"
-        )
-    return same[3]
+    return same[2]
 
 
 def _sum_vector(rt: RuntimeInfo) -> list[int]:
     vec = [int(rt.tokens.get(p, 0)) for p in PHASES] + [rt.forward_calls]
-    for key in STAT_KEYS:
-        vec += [int(x) for x in rt.sums[key]]
+    for s in rt.stats():
+        vec += [int(s.total), int(s.count)]
     for load in rt.expert_load:
         vec += load
     return vec
@@ -163,38 +149,28 @@ def _unused_everywhere(dist: Any, unused: tuple[str, ...], group: Any) -> tuple[
 
 def _merged_runtime(r: TrackResult, sm: list[int], mx: list[float], unused: tuple[str, ...]) -> RuntimeInfo:
     rt = r.runtime
-    tokens = dict(zip(PHASES, sm))
-    pos, stats, sums = len(PHASES) + 1, {}, {}
-    for i, key in enumerate(STAT_KEYS):
+    pos, stats = len(PHASES) + 1, []
+    for i in range(len(rt.stats())):
         total, count = sm[pos], sm[pos + 1]
         pos += 2
-        sums[key] = (total, count)
         neg_min, high = mx[_HEAD + 2 * i], mx[_HEAD + 2 * i + 1]
-        stats[key] = Stat(total / count, int(-neg_min), int(high)) if count else Stat(None, None, None)
+        stats.append(Stat(total, count, int(-neg_min), int(high)) if count else Stat())
     loads = []
     for load in rt.expert_load:
         loads.append(tuple(sm[pos:pos + len(load)]))
         pos += len(load)
-    ppe = {layer.name: layer.params_per_expert for layer in (r.moe.layers if r.moe else ())}
-    names = rt.moe_layer_names
-    base = r.params.total - sum(len(load) * ppe[name] for name, load in zip(names, loads))
     measured = int(mx[1])
     return RuntimeInfo(
-        tokens=tokens,
-        active_params_per_token={c: stats[f"active_params_per_token.{c}"] for c in rt.active_params_per_token},
-        active_params_per_token_by_phase={
-            p: stats[f"active_params_per_token_by_phase.{p}"] for p in rt.active_params_per_token_by_phase
-        },
-        experts_per_token=stats["experts_per_token"],
+        tokens=dict(zip(PHASES, sm)),
         top_k={**rt.top_k, "measured": measured if measured >= 0 else None},
         expert_load=tuple(loads),
-        params_touched=base + sum(sum(1 for x in load if x) * ppe[name] for name, load in zip(names, loads)),
+        params_touched=None if rt.params_touched is None else touched_params(r.static, tuple(loads)),
         steps=(),
         unused_modules=unused,
-        moe_layer_names=names,
+        moe_layer_names=rt.moe_layer_names,
         forward_calls=sm[len(PHASES)],
         wall_s=mx[0],
-        sums=sums,
+        **rt.with_stats(stats),
     )
 
 

@@ -1,0 +1,227 @@
+"""The result of a tracked run: static counts, what ran, how the two reconcile, and the memory ledger."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from ..errors import InvalidArgumentError
+from .common import Stat
+from .count import ByteCounts, CountResult, ModelInfo, MoEInfo, ParamCounts
+from .memory import MemoryLedger
+from .reconcile import ReconcileRow, reconcile
+
+PHASES: tuple[str, ...] = ("prefill", "decode")
+
+RANK_LOCAL: tuple[str, ...] = ("steps", "memory", "placement", "weights_diff")
+"""What results of several ranks do not merge: each rank's own result keeps it."""
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One forward call inside the tracked region."""
+
+    phase: str  # "prefill" or "decode"
+    tokens: int  # unmasked tokens in this step
+    experts_touched: tuple[int, ...]  # distinct experts used by the step's tokens, per MoE layer
+    active_params_per_token_mean: float | None
+    params_touched: int | None  # shared params + union of experts this step used, x params per expert
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "phase": self.phase,
+            "tokens": self.tokens,
+            "experts_touched": list(self.experts_touched),
+            "active_params_per_token_mean": self.active_params_per_token_mean,
+            "params_touched": self.params_touched,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> StepRecord:
+        return cls(d["phase"], d["tokens"], tuple(d["experts_touched"]), d["active_params_per_token_mean"],
+                   d["params_touched"])
+
+
+@dataclass(frozen=True)
+class RuntimeInfo:
+    """What the tracked region measured. Every :class:`Stat` carries its exact sum and count, so runtimes
+    of several runs or ranks add exactly (:meth:`TrackResult.combine`)."""
+
+    tokens: dict[str, int]  # {"prefill": n, "decode": n}
+    active_params_per_token: dict[str, Stat]  # by convention: all / exclude_input_embedding / ...
+    active_params_per_token_by_phase: dict[str, Stat]  # "all" convention, by phase
+    experts_per_token: Stat  # distinct experts a token used, per MoE layer
+    top_k: dict[str, int | None]  # {"config", "router", "measured"}
+    expert_load: tuple[tuple[int, ...], ...]  # [moe layer][expert] assignments
+    params_touched: int | None  # shared params + union over the run of experts used (None: not measured)
+    steps: tuple[StepRecord, ...]
+    unused_modules: tuple[str, ...]  # modules with parameters that never ran
+    moe_layer_names: tuple[str, ...]
+    forward_calls: int
+    wall_s: float
+
+    def stats(self) -> list[Stat]:
+        """Every statistic, in a fixed order (conventions, phases, experts per token): what merges pack."""
+        return [*self.active_params_per_token.values(), *self.active_params_per_token_by_phase.values(),
+                self.experts_per_token]
+
+    def with_stats(self, stats: list[Stat]) -> dict[str, Any]:
+        """The fields :meth:`stats` reads, rebuilt from ``stats`` in the same order."""
+        convs, phases = list(self.active_params_per_token), list(self.active_params_per_token_by_phase)
+        return {"active_params_per_token": dict(zip(convs, stats[:len(convs)])),
+                "active_params_per_token_by_phase": dict(zip(phases, stats[len(convs):len(convs) + len(phases)])),
+                "experts_per_token": stats[len(convs) + len(phases)]}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tokens": dict(self.tokens),
+            "active_params_per_token": self.active_params_per_token["all"].to_dict(),
+            "active_params_per_token_by_convention": {
+                k: v.to_dict() for k, v in self.active_params_per_token.items()},
+            "active_params_per_token_by_phase": {
+                k: v.to_dict() for k, v in self.active_params_per_token_by_phase.items()},
+            "experts_per_token": self.experts_per_token.to_dict(),
+            "top_k": dict(self.top_k),
+            "expert_load": [list(r) for r in self.expert_load],
+            "params_touched": self.params_touched,
+            "steps": [s.to_dict() for s in self.steps],
+            "unused_modules": list(self.unused_modules),
+            "moe_layer_names": list(self.moe_layer_names),
+            "forward_calls": self.forward_calls,
+            "wall_s": self.wall_s,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RuntimeInfo:
+        return cls(
+            tokens=dict(d["tokens"]),
+            active_params_per_token={
+                k: Stat.from_dict(v) for k, v in d["active_params_per_token_by_convention"].items()},
+            active_params_per_token_by_phase={
+                k: Stat.from_dict(v) for k, v in d["active_params_per_token_by_phase"].items()},
+            experts_per_token=Stat.from_dict(d["experts_per_token"]),
+            top_k=dict(d["top_k"]),
+            expert_load=tuple(tuple(r) for r in d["expert_load"]),
+            params_touched=d["params_touched"],
+            steps=tuple(StepRecord.from_dict(s) for s in d["steps"]),
+            unused_modules=tuple(d["unused_modules"]),
+            moe_layer_names=tuple(d["moe_layer_names"]),
+            forward_calls=d["forward_calls"],
+            wall_s=d["wall_s"],
+        )
+
+
+@dataclass(frozen=True)
+class TrackResult:
+    """Result of ``runprof.track``: static counts, what ran, and the reconciliation of the two."""
+
+    static: CountResult
+    runtime: RuntimeInfo
+    reconcile: tuple[ReconcileRow, ...]
+    memory: MemoryLedger | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    KIND = "run"
+
+    @property
+    def model(self) -> ModelInfo:
+        return self.static.model
+
+    @property
+    def params(self) -> ParamCounts:
+        return self.static.params
+
+    @property
+    def moe(self) -> MoEInfo | None:
+        return self.static.moe
+
+    @property
+    def bytes(self) -> ByteCounts:
+        return self.static.bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.static.to_dict()
+        d["kind"] = self.KIND
+        d["runtime"] = self.runtime.to_dict()
+        d["reconcile"] = [r.to_dict() for r in self.reconcile]
+        d["memory"] = None if self.memory is None else self.memory.to_dict()
+        if self.extra:
+            d["extra"] = self.extra
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrackResult:
+        static = CountResult.from_dict(d, kind=cls.KIND)
+        if not isinstance(d.get("runtime"), Mapping):
+            raise InvalidArgumentError("a saved run result needs a 'runtime' object; this JSON has none")
+        return cls(
+            static=static,
+            runtime=RuntimeInfo.from_dict(d["runtime"]),
+            reconcile=tuple(ReconcileRow.from_dict(r) for r in d["reconcile"]),
+            memory=None if d.get("memory") is None else MemoryLedger.from_dict(d["memory"]),
+            extra=dict(d.get("extra") or {}),
+        )
+
+    @staticmethod
+    def combine(*results: TrackResult, parallel: bool = False) -> TrackResult:
+        """One result for several tracked runs of the same model, exactly as if one tracker had seen them all:
+        tokens, loads, forward calls and every statistic's sum and count add up, min/max take the extremes,
+        ``params_touched`` is the union of experts used, the reconcile rows are recomputed. Sequential runs
+        (``parallel=False``) add their wall times and keep their steps in order; parallel ones (ranks) take
+        the slowest wall time and keep no steps. Memory ledgers and rank-local extras do not combine.
+
+        >>> merged = TrackResult.combine(first.result, second.result)  # doctest: +SKIP
+        """
+        if not results:
+            raise InvalidArgumentError("TrackResult.combine needs at least one result")
+        first = results[0]
+        for r in results[1:]:
+            if r.static.params.total != first.static.params.total or r.runtime.moe_layer_names != \
+                    first.runtime.moe_layer_names or [len(x) for x in r.runtime.expert_load] != \
+                    [len(x) for x in first.runtime.expert_load]:
+                raise InvalidArgumentError("TrackResult.combine: the results describe different models")
+        rts = [r.runtime for r in results]
+        stats = [sum(column, Stat()) for column in zip(*(rt.stats() for rt in rts))]
+        loads = tuple(tuple(sum(col) for col in zip(*layer)) for layer in zip(*(rt.expert_load for rt in rts)))
+        measured = [rt.top_k.get("measured") for rt in rts if rt.top_k.get("measured") is not None]
+        runtime = RuntimeInfo(
+            tokens={p: sum(rt.tokens.get(p, 0) for rt in rts) for p in first.runtime.tokens},
+            top_k={**first.runtime.top_k, "measured": max(measured) if measured else None},
+            expert_load=loads,
+            params_touched=touched_params(first.static, loads) if all(
+                rt.params_touched is not None for rt in rts) else None,
+            steps=() if parallel else tuple(s for rt in rts for s in rt.steps),
+            unused_modules=tuple(n for n in first.runtime.unused_modules
+                                 if all(n in rt.unused_modules for rt in rts)),
+            moe_layer_names=first.runtime.moe_layer_names,
+            forward_calls=sum(rt.forward_calls for rt in rts),
+            wall_s=max(rt.wall_s for rt in rts) if parallel else sum(rt.wall_s for rt in rts),
+            **first.runtime.with_stats(stats),
+        )
+        return first.with_runtime(runtime, extra=combined_extra(results))
+
+    def with_runtime(self, runtime: RuntimeInfo, *, extra: dict[str, Any]) -> TrackResult:
+        """This result's static counts with another runtime (reconcile recomputed, no memory ledger)."""
+        return TrackResult(static=self.static, runtime=runtime, reconcile=reconcile(self.static, runtime),
+                           memory=None, extra=extra)
+
+
+def combined_extra(results: tuple[TrackResult, ...]) -> dict[str, Any]:
+    """Extras that survive a merge: everything but the rank-local ones; weights changed if any run changed them."""
+    extra = {k: v for k, v in results[0].extra.items() if k not in RANK_LOCAL}
+    changed = [r.extra["weights_changed"] for r in results if "weights_changed" in r.extra]
+    if changed:
+        extra["weights_changed"] = any(changed)
+    return extra
+
+
+def touched_params(static: CountResult, loads: tuple[tuple[int, ...], ...]) -> int:
+    """Params touched by a run with these expert loads: everything but routed experts, plus each expert
+    that was used at least once."""
+    if static.moe is None:
+        return static.params.total
+    base = static.params.total - static.moe.routed_params
+    return base + sum(sum(1 for x in load if x) * layer.params_per_expert
+                      for layer, load in zip(static.moe.layers, loads))
+
+
+__all__ = ["PHASES", "RANK_LOCAL", "RuntimeInfo", "combined_extra", "StepRecord", "TrackResult", "touched_params"]
