@@ -3,9 +3,12 @@ from .errors import RunprofError
 from .memory import memory_ledger
 from .models.loading import load_model
 from .moe.topk import set_top_k
+from .renderers import render
+from .saved import load_result
 from .snapshots import compare, snapshot
 from .static import count_params
 from .tracking import track
 
-__all__ = ["RunprofError", "compare", "count_params", "load_model", "memory_ledger", "set_top_k", "snapshot", "track"]
+__all__ = ["RunprofError", "compare", "count_params", "load_model", "load_result", "memory_ledger", "render",
+           "set_top_k", "snapshot", "track"]
 __version__ = "0.1.0"

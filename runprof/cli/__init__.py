@@ -1,125 +1,98 @@
-"""Command line: ``python -m runprof [MODEL] --prompt FILE`` and subcommands.
+"""Command line: ``python -m runprof [run] [MODEL] --prompt FILE`` and the other subcommands.
 
-One ``add_*``/``run_*`` pair per subcommand; the commands call the public API and print what the
-renderers return. A :class:`RunprofError` becomes one line on stderr and exit code 2.
+One ``add_*``/``run_*`` pair per subcommand (``run``, ``count``, ``compare``, ``bench``, ``render``), shared
+options defined once (:mod:`.common`), and one dispatch: the only ``try`` of the CLI, where a
+:class:`RunprofError` becomes one line on stderr and exit 2, and any other exception one line saying it is
+a runprof bug (``-v`` shows the traceback) and exit 3. Without a subcommand, ``run`` is meant.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import logging
+import os
 import sys
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..errors import RunprofError
 from .bench import add_bench
+from .common import ExitCode, add_verbose, configure_logging
 from .compare import add_compare
+from .count import add_count, add_render
+from .run import add_run
 
-EXIT_OK, EXIT_DIFF, EXIT_USAGE = 0, 1, 2
-
-
-def _write_json(path: str | None, data: dict[str, Any]) -> None:
-    if not path:
-        return
-    target = Path(path)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    except OSError as e:
-        raise RunprofError(f"--json {path}: cannot write ({e.strerror})") from e
-    print(f"wrote {target}", file=sys.stderr)
-
-
-# --- count ---------------------------------------------------------------------------------------
-def add_count(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("count", help="static parameter and byte counts from a config (no weights)")
-    p.add_argument("model", help="alias (mixtral, mistral-7b, ...), config.json, model directory or hub id")
-    p.add_argument("--json", metavar="PATH", help="write the result as JSON")
-    p.add_argument("--dtype", choices=["auto", "bf16", "fp16", "fp32"], default="auto", help="count bytes in this dtype")
-    p.add_argument("--no-layers", action="store_true", help="omit the layer-folded table")
-    p.set_defaults(func=run_count)
-
-
-def run_count(args: argparse.Namespace) -> int:
-    from ..models.loading import parse_dtype
-    from ..renderers.text import render_count
-    from ..static import count_params
-
-    result = count_params(args.model, dtype=parse_dtype(args.dtype), name=args.model)
-    print(render_count(result, layers=not args.no_layers))
-    _write_json(args.json, result.to_dict())
-    return EXIT_OK
-
-
-# --- render --------------------------------------------------------------------------------------
-def add_render(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("render", help="render a saved JSON result again")
-    p.add_argument("path", help="a JSON file written with --json")
-    p.set_defaults(func=run_render)
-
-
-def run_render(args: argparse.Namespace) -> int:
-    from ..renderers.text import render_count, render_track
-    from ..results import TrackResult, result_from_dict
-
-    try:
-        data = json.loads(Path(args.path).read_text(encoding="utf-8"))
-    except OSError as e:
-        raise RunprofError(f"{args.path}: cannot read ({e.strerror})") from e
-    except json.JSONDecodeError as e:
-        raise RunprofError(f"{args.path}: not valid JSON ({e.msg} at line {e.lineno})") from e
-    result = result_from_dict(data)
-    print(render_track(result) if isinstance(result, TrackResult) else render_count(result))
-    return EXIT_OK
-
-
-SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
+SUBCOMMANDS: dict[str, Callable[[Any], None]] = {
+    "run": add_run,
     "count": add_count,
     "compare": add_compare,
     "bench": add_bench,
     "render": add_render,
 }
 
+log = logging.getLogger("runprof")
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m runprof",
         description="Profile transformers models: static counts, measured experts per token, memory, weights.",
-        epilog="Without a subcommand: python -m runprof [MODEL] --prompt FILE runs generate() under runprof.track.",
+        epilog="Without a subcommand, run is meant: python -m runprof [MODEL] --prompt FILE.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log runprof's decisions to stderr")
+    add_verbose(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(SUBCOMMANDS) + "}")
     for add in SUBCOMMANDS.values():
         add(sub)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit code (0 ok, 1 differences found, 2 bad input)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+def _with_command(argv: list[str]) -> list[str]:
+    """``argv`` with ``run`` inserted when no subcommand is named (``python -m runprof MODEL --prompt F``)."""
     first = next((a for a in argv if not a.startswith("-")), None)
-    if first not in SUBCOMMANDS and not any(a in ("-h", "--help") for a in argv[:1]):
-        from .run import run_main
-
-        return _guard(lambda: run_main(argv))
-    args = build_parser().parse_args(argv)
-    if args.command is None:
-        build_parser().print_help()
-        return EXIT_USAGE
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="runprof: %(message)s")
-    return _guard(lambda: args.func(args))
+    if first in SUBCOMMANDS:
+        return argv
+    return ["run", *argv]
 
 
-def _guard(fn: Callable[[], int]) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code (:class:`~runprof.cli.common.ExitCode`)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        return fn()
+        args = build_parser().parse_args(_with_command(argv))
+    except SystemExit as e:  # argparse: --help (0) or a usage error (2, already printed)
+        return int(e.code or 0)
+    verbose = bool(getattr(args, "verbose", False))
+    configure_logging(verbose)
+    return dispatch(args.func, args, verbose=verbose)
+
+
+def dispatch(fn: Callable[[argparse.Namespace], int], args: argparse.Namespace, *, verbose: bool = False) -> int:
+    """Run one command: the CLI's only ``try``."""
+    try:
+        return int(fn(args))
     except RunprofError as e:
         print(f"runprof: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.BAD_INPUT
     except KeyboardInterrupt:
         print("runprof: interrupted", file=sys.stderr)
-        return 130
+        return ExitCode.INTERRUPTED
+    except BrokenPipeError:  # `python -m runprof count mixtral | head`: the reader left; say nothing more
+        _silence_stdout()
+        return ExitCode.OK
+    except Exception as e:  # noqa: BLE001 - anything else is runprof's fault, and says so in one line
+        if verbose:
+            log.exception("unexpected error")
+        print(f"runprof: internal error (a runprof bug, please report it): {type(e).__name__}: "
+              f"{str(e).splitlines()[0] if str(e) else ''}" + ("" if verbose else " (run with -v for the traceback)"),
+              file=sys.stderr)
+        return ExitCode.BUG
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not raise again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def main_exit() -> None:

@@ -2,12 +2,23 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 
 from ..errors import InvalidArgumentError
-
-EXIT_OK = 0
+from .common import (
+    ExitCode,
+    add_device,
+    add_dtype,
+    add_json,
+    add_threads,
+    add_verbose,
+    check_output,
+    say,
+    set_threads,
+    write_json,
+)
 
 
 def add_bench(sub: argparse._SubParsersAction) -> None:
@@ -25,13 +36,13 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=3, metavar="N", help="timed runs per cell (default 3)")
     p.add_argument("--warmup", type=int, default=1, metavar="N", help="untimed runs per cell first (default 1)")
     p.add_argument("--max-new-tokens", type=int, default=16, metavar="N", help="tokens generated per run (>= 2)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    p.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
-    p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="torch CPU threads for the run (default: torch's own; 1 is fastest on a busy machine)")
-    p.add_argument("--json", metavar="PATH", help="write the result as JSON")
+    add_device(p)
+    add_dtype(p)
+    add_threads(p)
+    add_json(p)
     p.add_argument("--plot", metavar="DIR",
                    help="write PNG figures to DIR (needs matplotlib: pip install runprof[plot])")
+    add_verbose(p)
     p.set_defaults(func=run_bench)
 
 
@@ -54,12 +65,13 @@ def run_bench(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from ..models.loading import load_model, parse_device, parse_dtype
-    from ..renderers.bench_report import render_bench
+    from ..renderers import render
     from ..routing.bench import bench, check_bench_args
-    from .run import encode_prompts, read_prompts, set_threads
+    from .prompts import encode_prompts, read_prompts
 
     top_ks = parse_int_list("--top-k", args.top_k)
     batch_sizes = parse_int_list("--batch-size", args.batch_size)
+    check_output("--json", args.json, [args.prompt, args.model])
     if args.plot:
         from ..renderers.plots import require_matplotlib
 
@@ -68,14 +80,13 @@ def run_bench(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     device = parse_device(args.device)
     t0 = time.perf_counter()
-    loaded = load_model(args.model, device=device, dtype=parse_dtype(args.dtype),
-                        on_start=lambda msg: print(msg + " ...", file=sys.stderr))
-    print(f"loaded in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    loaded = load_model(args.model, device=device, dtype=parse_dtype(args.dtype), on_start=lambda msg: say(msg + " ..."))
+    say(f"loaded in {time.perf_counter() - t0:.1f} s")
     name = loaded.ref.name
     check_bench_args(loaded.model, top_ks, batch_sizes, args.repeats, args.warmup, args.max_new_tokens, name)
     ids = encode_prompts(loaded.tokenizer, loaded.model.config, [text], args.max_new_tokens)["input_ids"]
     total = len(top_ks) * len(batch_sizes) * (args.warmup + args.repeats)
-    with tqdm(total=total, desc="bench", unit="run", file=sys.stderr, leave=False) as bar:
+    with tqdm(total=total, desc="bench", unit="run", file=sys.stderr, leave=False, disable=None) as bar:
         def step(label: str) -> None:
             bar.set_postfix_str(label, refresh=False)
             bar.update(1)
@@ -83,19 +94,15 @@ def run_bench(args: argparse.Namespace) -> int:
         result = bench(loaded.model, ids, top_ks=top_ks, batch_sizes=batch_sizes, repeats=args.repeats,
                        warmup=args.warmup, max_new_tokens=args.max_new_tokens,
                        pad_token_id=loaded.tokenizer.pad_token_id, name=name, on_generate=step)
-    print(render_bench(result))
-    for note in loaded.notes:
-        print(f"note: {note}")
-    if args.json:
-        from . import _write_json
-
-        _write_json(args.json, result.to_dict())
+    result = dataclasses.replace(result, notes=tuple(loaded.notes))
+    print(render(result), file=sys.stderr if args.json == "-" else sys.stdout)
+    write_json("--json", args.json, result.to_dict())
     if args.plot:
         from ..renderers.plots import plot_bench
 
         for path in plot_bench(result, args.plot):
-            print(f"wrote {path}", file=sys.stderr)
-    return EXIT_OK
+            say(f"wrote {path}")
+    return ExitCode.OK
 
 
 __all__ = ["add_bench", "parse_int_list", "run_bench"]

@@ -16,7 +16,7 @@ import argparse
 import sys
 from typing import Any, Callable
 
-EXIT_OK, EXIT_DIFF = 0, 1
+from .common import ExitCode, add_device, add_json, add_verbose, check_output, write_json
 
 
 def add_compare(sub: argparse._SubParsersAction) -> None:
@@ -35,11 +35,12 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
                    help="skip tensors whose name matches (re.search); repeatable")
     p.add_argument("--rtol", type=float, default=0.0, metavar="R", help="relative tolerance (default 0: exact)")
     p.add_argument("--atol", type=float, default=0.0, metavar="A", help="absolute tolerance (default 0: exact)")
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where values are compared")
+    add_device(p, choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--fuse-experts", action="store_true",
                    help="read per-expert MoE tensors (experts.N.w1/w2/w3, v4 layout) as fused "
                         "experts.gate_up_proj / down_proj (v5 layout)")
-    p.add_argument("--json", metavar="PATH", help="write the result as JSON")
+    add_json(p)
+    add_verbose(p)
     p.set_defaults(func=run_compare)
 
 
@@ -64,10 +65,10 @@ def _progress_bar() -> tuple[Callable[[int, int], None], Callable[[], None]]:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from . import _write_json
     from ..renderers.compare_report import render_compare
     from ..snapshots.compare import compare
 
+    check_output("--json", args.json, [args.base, args.target])
     progress, close = _progress_bar()
     try:
         result = compare(
@@ -77,6 +78,6 @@ def run_compare(args: argparse.Namespace) -> int:
         )
     finally:
         close()
-    print(render_compare(result))
-    _write_json(args.json, result.to_dict())
-    return EXIT_OK if result.identical else EXIT_DIFF
+    print(render_compare(result), file=sys.stderr if args.json == "-" else sys.stdout)
+    write_json("--json", args.json, result.to_dict())
+    return ExitCode.OK if result.identical else ExitCode.DIFFERENT

@@ -1,1 +1,44 @@
-"""Renderers: text tables, JSON and plots. The only place numbers become strings."""
+"""Renderers: text tables, JSON and plots. The only place numbers become strings.
+
+One contract for every result: :func:`render` takes any result runprof returns (or :func:`runprof.load_result`
+reads back) and returns its report as a string, the same text the command that made it printed.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+def render(result: Any, format: str = "text") -> str:  # noqa: A002 - the public keyword is "format"
+    """The report of ``result`` (a run, count, compare, bench or snapshot result).
+
+    >>> import runprof
+    >>> print(runprof.render(runprof.count_params("mixtral")).splitlines()[1])
+    total parameters: 46,702,792,704 (46.7B)
+    """
+    from ..errors import InvalidArgumentError
+
+    if format != "text":
+        raise InvalidArgumentError(f"render(format={format!r}): the formats are 'text'")
+    for cls, fn in _renderers():
+        if isinstance(result, cls):
+            return fn(result)
+    raise InvalidArgumentError(
+        f"render() takes a runprof result (run, count, compare, bench, snapshot), not {type(result).__name__}")
+
+
+def _renderers() -> list[tuple[type, Any]]:
+    from ..results import CountResult, TrackResult
+    from ..routing.bench import BenchResult
+    from ..snapshots.fingerprint import Snapshot
+    from ..snapshots.result import CompareResult
+    from .bench_report import render_bench
+    from .compare_report import render_compare
+    from .count_report import render_count
+    from .run_report import render_track
+    from .snapshot_report import render_snapshot
+
+    return [(TrackResult, render_track), (CountResult, render_count), (CompareResult, render_compare),
+            (BenchResult, render_bench), (Snapshot, render_snapshot)]
+
+
+__all__ = ["render"]

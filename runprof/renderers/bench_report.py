@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from ..routing.bench import BenchResult, BenchRun
 from ..routing.stats import LayerRouting
-from .text import _table, n
+from .format import n
+from .format import table as _table
 
 
 def _f(x: float | None, digits: int = 2) -> str:
@@ -40,6 +41,7 @@ def render_bench(r: BenchResult) -> str:
         shown.add(run.top_k)
         out += ["", f"routing at k={run.top_k}, batch {run.batch_size} (repeat rates in %, random baseline in "
                     f"brackets; LBL: k balanced, E collapsed)", render_routing(run)]
+    out += [f"note: {note}" for note in r.notes]
     return "\n".join(out)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from tabulate import tabulate
 
 from ..snapshots.result import CompareResult, ValueMismatch
-from .text import human_bytes, n
+from .format import human_bytes, n
 
 TITLES = {
     "only_in_base": "Tensors only in the base model",

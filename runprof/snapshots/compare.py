@@ -36,7 +36,7 @@ from .result import (
     TensorEntry,
     ValueMismatch,
 )
-from .sources import Source, SnapshotSource, dtype_name
+from .sources import SnapshotSource, Source, dtype_name
 
 log = logging.getLogger("runprof")
 

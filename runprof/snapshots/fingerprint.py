@@ -33,7 +33,7 @@ from typing import Any, Mapping
 import torch
 
 from ..errors import InvalidArgumentError
-from .sources import MemorySource, Source, SnapshotSource, TensorMeta, dtype_name, windows
+from .sources import MemorySource, SnapshotSource, Source, TensorMeta, dtype_name, windows
 
 SCHEMA = "runprof/1"
 CHUNK_WORDS = 1 << 21

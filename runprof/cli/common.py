@@ -1,0 +1,133 @@
+"""What every subcommand shares: the options defined once, exit codes, logging, writing JSON safely."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+from enum import IntEnum
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..errors import InvalidArgumentError
+
+
+class ExitCode(IntEnum):
+    """``python -m runprof`` exit codes."""
+
+    OK = 0
+    DIFFERENT = 1  # compare: the checkpoints differ
+    BAD_INPUT = 2  # a RunprofError: bad input, one line on stderr
+    BUG = 3  # an unexpected exception: a runprof bug (-v shows the traceback)
+    INTERRUPTED = 130
+
+
+DTYPES = ("auto", "bf16", "fp16", "fp32")
+
+
+def add_verbose(p: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """``-v``: works before and after a subcommand (the subcommand's copy never resets the main one's)."""
+    p.add_argument("-v", "--verbose", action="store_true", default=False if top else argparse.SUPPRESS,
+                   help="log runprof's decisions to stderr; show the traceback of an unexpected error")
+
+
+def add_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", metavar="PATH", help="write the result as JSON to PATH ('-' for standard output)")
+
+
+def add_device(p: argparse.ArgumentParser, *, choices: Iterable[str] | None = None, default: str = "auto") -> None:
+    p.add_argument("--device", default=default, choices=list(choices) if choices else None,
+                   help=f"where to run: {', '.join(choices) if choices else 'cpu, cuda, cuda:N or auto'} "
+                        f"(default {default})")
+
+
+def add_dtype(p: argparse.ArgumentParser, help: str = "weights' dtype (auto: the checkpoint's own)") -> None:  # noqa: A002
+    p.add_argument("--dtype", default="auto", choices=DTYPES, help=help)
+
+
+def add_threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch CPU threads (default: torch's own; 1 is often fastest for small models on a busy machine)")
+
+
+def configure_logging(verbose: bool) -> None:
+    """The one place logging is configured (the library only logs to ``logging.getLogger("runprof")``)."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="runprof: %(message)s")
+
+
+def set_threads(n: int | None) -> None:
+    """``--threads N``: torch's CPU thread count for this process (N >= 1; None leaves torch's default)."""
+    if n is None:
+        return
+    if n < 1:
+        raise InvalidArgumentError(f"--threads {n}: must be at least 1")
+    import torch
+
+    torch.set_num_threads(n)
+
+
+def say(message: str) -> None:
+    """A progress or status line on stderr (never on stdout, which holds the report)."""
+    print(message, file=sys.stderr)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.relative_to(folder)
+        return True
+    except ValueError:
+        return False
+
+
+def check_output(flag: str, path: str | None, inputs: Iterable[str | os.PathLike[str] | None] = ()) -> None:
+    """Refuse an output path that is empty, a directory, one of the inputs, or inside an input folder
+    (checked before any work, so a bad ``--json`` costs nothing and overwrites nothing)."""
+    if path is None or path == "-":
+        return
+    if not str(path).strip():
+        raise InvalidArgumentError(f"{flag} '': give a file path, or - for standard output")
+    target = Path(path).expanduser().resolve()
+    if target.is_dir():
+        raise InvalidArgumentError(f"{flag} {path}: is a directory; give a file path such as {Path(path) / 'out.json'}")
+    for given in inputs:
+        if given is None or not Path(given).expanduser().exists():
+            continue
+        source = Path(given).expanduser().resolve()
+        if target == source or (source.is_dir() and _inside(target, source)):
+            raise InvalidArgumentError(
+                f"{flag} {path}: would overwrite the input {given}; write the JSON somewhere else")
+
+
+def write_json(flag: str, path: str | None, data: dict[str, Any]) -> None:
+    """Write ``data`` to ``path`` atomically (a temporary file in the same folder, then a rename: an
+    interrupted write leaves the old file or none), or to stdout for ``-``; a missing folder is created
+    and said so."""
+    if path is None:
+        return
+    text = json.dumps(data, indent=2) + "\n"
+    if path == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    target = Path(path).expanduser()
+    try:
+        if not target.parent.exists():
+            target.parent.mkdir(parents=True)
+            say(f"created folder {target.parent}")
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as e:
+        raise InvalidArgumentError(f"{flag} {path}: cannot write ({e.strerror})") from e
+    say(f"wrote {target}")
+
+
+__all__ = ["DTYPES", "ExitCode", "add_device", "add_dtype", "add_json", "add_threads", "add_verbose",
+           "check_output", "configure_logging", "say", "set_threads", "write_json"]
