@@ -24,7 +24,7 @@ import torch.multiprocessing as mp
 import runprof
 from runprof.errors import TrackingError
 from runprof.results import RuntimeInfo, Stat, TrackResult
-from runprof.tracking.distributed import STAT_KEYS, split_prompts
+from runprof.tracking.distributed import merge_across_ranks, split_prompts
 
 from .moe_zoo import tiny_model
 
@@ -51,7 +51,7 @@ def _free_port() -> int:
 
 def _merge_or_error(result: TrackResult) -> str:
     try:
-        result.merge_across_ranks()
+        merge_across_ranks(result)
     except TrackingError as e:
         return str(e)
     return ""
@@ -66,11 +66,11 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         model, ids = tiny_model("mixtral"), _ids(rank)
         with runprof.track(model, distributed=True, memory=False, verify_weights=True) as t:
             _generate(model, ids)
-        again = t.local_result.merge_across_ranks()
+        again = merge_across_ranks(t.local_result)
         # rank 1 calls the decoder alone: lm_head never runs there, but it ran on rank 0
         with runprof.track(model, memory=False) as t2, torch.inference_mode():
             (model if rank == 0 else model.model)(ids)
-        partial = t2.result.merge_across_ranks()
+        partial = merge_across_ranks(t2.result)
         # rank 1 tracks a model with 4 experts per layer instead of 8: every rank refuses, nobody hangs
         other = tiny_model("mixtral", num_local_experts=4) if rank else model
         with runprof.track(other, memory=False) as t3, torch.inference_mode():
@@ -111,18 +111,18 @@ def test_merged_result_is_the_exact_sum_of_single_runs(ranks: list[dict[str, Any
     # each rank's own result is the single-process run of its prompt
     for r in range(2):
         assert _no_wall(TrackResult.from_dict(ranks[r]["local"]).runtime) == _no_wall(singles[r].runtime)
+    # the merge is the pure combine of the two single runs (wall time: the slowest rank's)
+    combined = TrackResult.combine(*singles, parallel=True)
+    assert _no_wall(rt) == _no_wall(combined.runtime) and merged.reconcile == combined.reconcile
     assert rt.expert_load == tuple(tuple(x + y for x, y in zip(la, lb)) for la, lb in zip(a.expert_load, b.expert_load))
     # prefill 1x6 + 2x5 = 16 tokens; decode 1x3 + 2x3 = 9 tokens
     assert rt.tokens == {"prefill": 16, "decode": 9} == {p: a.tokens[p] + b.tokens[p] for p in a.tokens}
     assert all(sum(load) == 25 * 2 for load in rt.expert_load)  # (16 + 9) tokens x k=2 per layer
-    for key in STAT_KEYS:
-        (sa, na), (sb, nb) = a.sums[key], b.sums[key]
-        assert rt.sums[key] == (sa + sb, na + nb)
     for conv in rt.active_params_per_token:
         sa, sb = a.active_params_per_token[conv], b.active_params_per_token[conv]
-        total, count = rt.sums[f"active_params_per_token.{conv}"]
-        assert rt.active_params_per_token[conv] == Stat(total / count, min(sa.min, sb.min), max(sa.max, sb.max))
-    assert rt.experts_per_token == Stat(2.0, 2, 2)
+        assert rt.active_params_per_token[conv] == Stat(sa.total + sb.total, sa.count + sb.count,
+                                                        min(sa.min, sb.min), max(sa.max, sb.max))
+    assert rt.experts_per_token == Stat(2 * 2 * 25, 2 * 25, 2, 2)  # 2 layers x 25 tokens, each exactly k=2
     ppe = merged.moe.params_per_expert
     union = sum(sum(1 for x in load if x) for load in rt.expert_load)
     # shared params + experts used on any rank: total - 2 layers x 8 experts x ppe + union x ppe
@@ -161,7 +161,7 @@ def test_merge_without_a_process_group_is_an_error() -> None:
     with runprof.track(model, memory=False) as t:
         model(_ids(0))
     with pytest.raises(TrackingError, match="init_process_group"):
-        t.result.merge_across_ranks()
+        merge_across_ranks(t.result)
     assert split_prompts(["a", "b", "c"], 0, 2) == ["a", "c"]
 
 

@@ -5,14 +5,22 @@ import pytest
 import torch
 
 import runprof
-from runprof.memory import GpuReadings, Reading, build_ledger, ledger_total, memory_ledger
-from runprof.memory.sources import Nvml
+from runprof.memory import GpuReadings, Nvml, Reading, build_ledger, memory_ledger
+from runprof.results import Cause, MemoryLedger
 
 from .moe_zoo import tiny_model
 
 
-def _rows(memory):
-    return {r["name"]: r for r in memory["rows"]}
+def _rows(memory: MemoryLedger):
+    return {r.name: r for r in memory.rows}
+
+
+def _hidden(pid: int = 7) -> Reading:
+    return Reading.unknown(Cause.NVML_PROCESS_HIDDEN, pid=pid)
+
+
+def _no_nvml() -> Reading:
+    return Reading.unknown(Cause.NVML_UNAVAILABLE, error="x")
 
 
 def test_cpu_track_has_memory_section_with_exact_weights():
@@ -22,18 +30,18 @@ def test_cpu_track_has_memory_section_with_exact_weights():
                        pad_token_id=0)
     rows = _rows(t.result.memory)
     unique = {id(p): p for p in model.parameters()}.values()
-    assert rows["weights"]["bytes"] == sum(p.numel() * p.element_size() for p in unique)
-    assert rows["weights"]["bytes"] == t.result.bytes.total
+    assert rows["weights"].bytes == sum(p.numel() * p.element_size() for p in unique)
+    assert rows["weights"].bytes == t.result.bytes.total
     for name, row in rows.items():
-        if row["source"] in ("torch.cuda", "nvml"):
-            assert row["bytes"] is None and row["note"], name
-    assert rows["process_rss"]["bytes"] > rows["weights"]["bytes"]
+        if row.source in ("torch.cuda", "nvml"):
+            assert row.bytes is None and row.reason is Cause.NOT_CUDA, name
+    assert rows["process_rss"].bytes > rows["weights"].bytes
     # the cache holds 8 + 4 − 1 = 11 positions: 2 (k, v) x layers x kv heads x head dim x 11 x 4 bytes
     cfg = model.config
     head_dim = cfg.hidden_size // cfg.num_attention_heads
     expected = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim * 11 * 4
-    assert rows["kv_cache"]["bytes"] == expected
-    assert rows["kv_cache_estimate"]["bytes"] == expected
+    assert rows["kv_cache"].bytes == expected
+    assert rows["kv_cache_estimate"].bytes == expected
 
 
 @pytest.mark.parametrize("dtype, size", [(torch.float32, 4), (torch.bfloat16, 2)])
@@ -41,9 +49,9 @@ def test_static_rows_by_hand(dtype, size):
     lin = torch.nn.Linear(8, 3).to(dtype)
     lin.register_buffer("scale", torch.ones(5, dtype=torch.float32))
     rows = _rows(memory_ledger(lin))
-    assert rows["weights"]["bytes"] == (8 * 3 + 3) * size  # weight 3x8 + bias 3
-    assert rows["buffers"]["bytes"] == 5 * 4
-    assert rows["nvml_used"]["bytes"] is None and "CPU" in rows["nvml_used"]["note"]
+    assert rows["weights"].bytes == (8 * 3 + 3) * size  # weight 3x8 + bias 3
+    assert rows["buffers"].bytes == 5 * 4
+    assert rows["nvml_used"].bytes is None and rows["nvml_used"].reason is Cause.NOT_CUDA
 
 
 def test_ledger_rows_add_up_with_injected_gpu_readings():
@@ -59,64 +67,61 @@ def test_ledger_rows_add_up_with_injected_gpu_readings():
     )
     mem = build_ledger(lin, gpu={"cpu": gpu})
     rows = _rows(mem)
-    assert rows["other_at_load"]["bytes"] == 1000
-    assert rows["other_after_run"]["bytes"] == 5000
-    assert rows["allocator_slack"]["bytes"] == 2_000_000
-    assert rows["cuda_context_and_other"]["bytes"] == 300_000_000
-    assert rows["activations_peak"]["bytes"] == 90_000
-    assert ledger_total(mem) == rows["nvml_used"]["bytes"]
+    assert rows["other_at_load"].bytes == 1000
+    assert rows["other_after_run"].bytes == 5000
+    assert rows["allocator_slack"].bytes == 2_000_000
+    assert rows["cuda_context_and_other"].bytes == 300_000_000
+    assert rows["activations_peak"].bytes == 90_000
+    assert mem.parts_total == rows["nvml_used"].bytes
 
 
 def test_hidden_process_keeps_the_device_level_figures():
     """In a container whose PIDs NVML cannot see, the process row is null with why; the device rows stay."""
-    hidden = Reading(None, "this process (pid 7) is not in NVML's process list (container PID namespace?)")
-    gpu = GpuReadings(Reading(100), Reading(100), Reading(200), Reading(150), hidden,
+    gpu = GpuReadings(Reading(100), Reading(100), Reading(200), Reading(150), _hidden(),
                       nvml_total=Reading(80 * 2**30), nvml_device_used=Reading(3 * 2**30))
     rows = _rows(build_ledger(torch.nn.Linear(1, 1), gpu={"cpu": gpu}))
-    assert rows["nvml_used"]["bytes"] is None and "container" in rows["nvml_used"]["note"]
-    assert rows["cuda_context_and_other"]["bytes"] is None and "container" in rows["cuda_context_and_other"]["note"]
-    assert rows["nvml_device_used"]["bytes"] == 3 * 2**30 and rows["nvml_device_total"]["bytes"] == 80 * 2**30
+    assert rows["nvml_used"].bytes is None and rows["nvml_used"].reason is Cause.NVML_PROCESS_HIDDEN
+    assert rows["nvml_used"].detail == {"pid": 7}
+    assert rows["cuda_context_and_other"].bytes is None
+    assert rows["cuda_context_and_other"].reason is Cause.NVML_PROCESS_HIDDEN
+    assert rows["nvml_device_used"].bytes == 3 * 2**30 and rows["nvml_device_total"].bytes == 80 * 2**30
 
 
 def test_missing_nvml_degrades_to_none_with_reason():
-    gpu = GpuReadings(Reading(100), Reading(100), Reading(200), Reading(150), Reading(None, "NVML unavailable (x)"))
+    gpu = GpuReadings(Reading(100), Reading(100), Reading(200), Reading(150), _no_nvml())
     mem = build_ledger(torch.nn.Linear(1, 1), gpu={"cpu": gpu})
     rows = _rows(mem)
-    assert rows["cuda_context_and_other"]["bytes"] is None
-    assert "NVML unavailable" in rows["cuda_context_and_other"]["note"]
-    assert ledger_total(mem) is None
-
-
-def test_nvml_wrapper_never_raises_here():
-    nv = Nvml(0)
-    for reading in (nv.device_total(), nv.device_used(), nv.process_used()):
-        assert reading.value is None or reading.value >= 0
-        if reading.value is None:
-            assert reading.reason
+    assert rows["cuda_context_and_other"].bytes is None
+    assert rows["cuda_context_and_other"].reason is Cause.NVML_UNAVAILABLE
+    assert mem.parts_total is None
 
 
 @pytest.mark.cuda
-def test_cuda_ledger_matches_allocator_and_sums_to_nvml():
+def test_cuda_ledger_matches_allocator_and_nvml():
+    """What can fail: weights vs the allocator after load, the KV row vs the cache's own tensors, a sane CUDA
+    context, NVML's device figure at least torch's reserved memory. The per-process sum is checked only where
+    NVML shows this process; where it is hidden (a container), the test says so instead of passing quietly."""
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
-    model = tiny_model("mixtral", hidden_size=512, intermediate_size=1024).cuda()
     torch.cuda.synchronize()
-    allocated = torch.cuda.memory_allocated()
+    before = torch.cuda.memory_allocated()
+    model = tiny_model("mixtral", hidden_size=512, intermediate_size=1024).to("cuda", torch.bfloat16)
+    torch.cuda.synchronize()
+    allocated = torch.cuda.memory_allocated() - before
     ids = torch.randint(3, 100, (1, 16), device="cuda")
-    with runprof.track(model) as t:
-        torch.cuda.set_sync_debug_mode("error")
-        try:
-            out = model(ids, use_cache=True)
-        finally:
-            torch.cuda.set_sync_debug_mode(0)
+    with torch.inference_mode(), runprof.track(model) as t:
+        out = model(ids, use_cache=True)
     rows = _rows(t.result.memory)
-    assert abs(rows["weights"]["bytes"] + rows["buffers"]["bytes"] - allocated) <= 0.01 * allocated
+    static = rows["weights"].bytes + rows["buffers"].bytes
+    assert abs(static - allocated) <= 0.01 * allocated, (static, allocated)
     cache = out.past_key_values
-    assert rows["kv_cache"]["bytes"] == sum(
+    assert rows["kv_cache"].bytes == sum(
         x.numel() * x.element_size() for layer in cache.layers for x in (layer.keys, layer.values))
-    if rows["nvml_used"]["bytes"] is not None:
-        assert ledger_total(t.result.memory) == rows["nvml_used"]["bytes"]
-
+    assert rows["nvml_device_used"].bytes >= torch.cuda.memory_reserved()
+    if rows["nvml_used"].bytes is None:
+        pytest.skip(f"NVML hides this process ({rows['nvml_used'].reason}): the per-process rows cannot be checked")
+    assert 0 <= rows["cuda_context_and_other"].bytes <= 2 * 2**30
+    assert t.result.memory.parts_total == rows["nvml_used"].bytes
 
 
 @pytest.mark.cuda
@@ -133,21 +138,21 @@ def test_cuda_ledger_per_device_under_a_device_map():
     with runprof.track(model) as t:
         model(ids, use_cache=True)
     mem = t.result.memory
-    assert set(mem["devices"]) == {"cuda:0", "cuda:1"}
-    for dev, ledger in mem["devices"].items():
+    assert set(mem.devices) == {"cuda:0", "cuda:1"}
+    for dev, ledger in mem.devices.items():
         rows = _rows(ledger)
-        resident = rows["weights"]["bytes"] + rows["buffers"]["bytes"]
+        resident = rows["weights"].bytes + rows["buffers"].bytes
         assert abs(resident - allocated[dev]) <= 0.01 * allocated[dev], dev
-        if rows["nvml_used"]["bytes"] is not None:
-            assert ledger_total(ledger) == rows["nvml_used"]["bytes"]
+        if rows["nvml_used"].bytes is not None:
+            assert ledger.parts_total == rows["nvml_used"].bytes
     rows = _rows(mem)
-    assert rows["weights"]["bytes"] == t.result.bytes.total and rows["weights_offloaded"]["bytes"] == 0
+    assert rows["weights"].bytes == t.result.bytes.total and rows["weights_offloaded"].bytes == 0
 
 def _gpu(resident: int, other: int, after: int, slack: int, context: int | None) -> GpuReadings:
     start = resident + other
     return GpuReadings(allocated_start=Reading(start), allocated_end=Reading(start + after),
                        reserved_end=Reading(start + after + slack), peak_allocated=Reading(start + 2 * after),
-                       nvml_used=Reading(None, "NVML unavailable (x)") if context is None else
+                       nvml_used=_no_nvml() if context is None else
                        Reading(start + after + slack + context), nvml_total=Reading(80 * 2**30))
 
 
@@ -158,23 +163,24 @@ def test_one_ledger_per_device_and_their_total():
     model[1].to("meta")
     a, b = 64 * 64 * 4, 32 * 64 * 4
     mem = build_ledger(model, gpu={"cpu": _gpu(a, 100, 500, 7000, 300_000), "meta": _gpu(b, 50, 0, 3000, 200_000)})
-    dev = {d: _rows(m) for d, m in mem["devices"].items()}
-    assert dev["cpu"]["weights"]["bytes"] == a and dev["meta"]["weights"]["bytes"] == b
-    assert dev["cpu"]["other_at_load"]["bytes"] == 100 and dev["meta"]["other_at_load"]["bytes"] == 50
-    for d, m in mem["devices"].items():
-        assert ledger_total(m) == dev[d]["nvml_used"]["bytes"], d
+    dev = {d: _rows(m) for d, m in mem.devices.items()}
+    assert dev["cpu"]["weights"].bytes == a and dev["meta"]["weights"].bytes == b
+    assert dev["cpu"]["other_at_load"].bytes == 100 and dev["meta"]["other_at_load"].bytes == 50
+    for d, m in mem.devices.items():
+        assert m.parts_total == dev[d]["nvml_used"].bytes, d
     rows = _rows(mem)
-    assert rows["weights"]["bytes"] == a + b and rows["weights_offloaded"]["bytes"] == 0
-    assert rows["other_at_load"]["bytes"] == 150
-    assert rows["cuda_context_and_other"]["bytes"] == 500_000
-    assert rows["nvml_device_total"]["bytes"] == 2 * 80 * 2**30
+    assert rows["weights"].bytes == a + b and rows["weights_offloaded"].bytes == 0
+    assert rows["other_at_load"].bytes == 150
+    assert rows["cuda_context_and_other"].bytes == 500_000
+    assert rows["nvml_device_total"].bytes == 2 * 80 * 2**30
     nvml = (a + 100 + 500 + 7000 + 300_000) + (b + 50 + 3000 + 200_000)
-    assert ledger_total(mem) == rows["nvml_used"]["bytes"] == nvml
+    assert mem.parts_total == rows["nvml_used"].bytes == nvml
     # one device without NVML: its figure and the total are null, the note names the device
     mem = build_ledger(model, gpu={"cpu": _gpu(a, 100, 500, 7000, 300_000), "meta": _gpu(b, 50, 0, 3000, None)})
     rows = _rows(mem)
-    assert rows["nvml_used"]["bytes"] is None and rows["nvml_used"]["note"].startswith("meta: NVML unavailable")
-    assert _rows(mem["devices"]["cpu"])["nvml_used"]["bytes"] is not None
+    assert rows["nvml_used"].bytes is None and rows["nvml_used"].reason is Cause.DEVICE_UNKNOWN
+    assert rows["nvml_used"].detail == {"device": "meta", "cause": "nvml_unavailable", "error": "x"}
+    assert _rows(mem.devices["cpu"])["nvml_used"].bytes is not None
 
 
 def test_weights_not_on_the_gpus_are_offloaded():
@@ -183,11 +189,13 @@ def test_weights_not_on_the_gpus_are_offloaded():
     model[1].to("meta")
     mem = build_ledger(model, gpu={"cpu": _gpu(64 * 64 * 4, 0, 0, 0, 0)})
     rows = _rows(mem)
-    assert rows["weights"]["bytes"] == 64 * 64 * 4
-    assert rows["weights_offloaded"]["bytes"] == 32 * 64 * 4 and "meta: 8192 B" in rows["weights_offloaded"]["note"]
-    assert ledger_total(mem) == rows["nvml_used"]["bytes"]
+    assert rows["weights"].bytes == 64 * 64 * 4
+    assert rows["weights_offloaded"].bytes == 32 * 64 * 4
+    assert rows["weights_offloaded"].reason is Cause.OFFLOADED and rows["weights_offloaded"].detail == {
+        "places": {"meta": 8192}, "meta": True}
+    assert mem.parts_total == rows["nvml_used"].bytes
     cpu = _rows(build_ledger(model, gpu=None))  # a CPU ledger: meta parameters are not resident either
-    assert (cpu["weights"]["bytes"], cpu["weights_offloaded"]["bytes"]) == (64 * 64 * 4, 32 * 64 * 4)
+    assert (cpu["weights"].bytes, cpu["weights_offloaded"].bytes) == (64 * 64 * 4, 32 * 64 * 4)
 
 
 def test_memory_table_shows_share_of_the_gpu_and_each_device():
@@ -228,30 +236,6 @@ def test_nvml_handle_follows_cuda_visible_devices(monkeypatch):
     assert asked == []  # torch knows no CUDA device here, so no UUID was asked for
 
 
-def test_nvml_poller_samples_in_the_background_at_its_interval():
-    import time
-
-    from runprof.memory.sources import NvmlPoller
-
-    class FakeNvml:
-        calls = 0
-
-        def process_used(self):
-            FakeNvml.calls += 1
-            return Reading(None, "container") if FakeNvml.calls % 2 else Reading(1000 * FakeNvml.calls)
-
-        def device_used(self):  # the device-level figure stands in when the process's is unknown
-            return Reading(7)
-
-    with NvmlPoller(FakeNvml(), interval_s=0.01) as poller:
-        time.sleep(0.2)
-    calls = FakeNvml.calls
-    assert 5 <= calls <= 30  # about 0.2 s / 0.01 s, fewer on a busy machine
-    assert poller.peak == 1000 * (calls - calls % 2)  # the largest even call's figure
-    time.sleep(0.05)
-    assert FakeNvml.calls == calls  # the thread stopped at exit
-
-
 def test_bad_nvml_interval_is_refused():
     with pytest.raises(runprof.RunprofError, match="nvml_interval_s"):
         runprof.track(torch.nn.Linear(2, 2), nvml_interval_s=0)
@@ -285,13 +269,13 @@ def test_kv_estimate_follows_the_attention_kind(model_type, prompt, new):
         attention_layers = sum("linear" not in t for t in getattr(cfg, "layer_types", None) or
                                ["full_attention"] * cfg.num_hidden_layers)
         per_layer = attention_layers * 2 * cfg.num_key_value_heads * head_dim * kept
-    assert rows["kv_cache_estimate"]["bytes"] == batch * per_layer * 4  # fp32
+    assert rows["kv_cache_estimate"].bytes == batch * per_layer * 4  # fp32
     if model_type == "qwen3_next":  # the measured cache also holds the linear layers' state
-        assert rows["kv_cache"]["bytes"] > rows["kv_cache_estimate"]["bytes"]
-        assert "other state" in rows["kv_cache_estimate"]["note"]
+        assert rows["kv_cache"].bytes > rows["kv_cache_estimate"].bytes
+        assert rows["kv_cache_estimate"].detail["other_layers"] == sum("linear" in t for t in cfg.layer_types)
     else:  # sliding-window layers add one int64 of bookkeeping each
         extra = 8 * cfg.num_hidden_layers if model_type == "mistral" else 0
-        assert rows["kv_cache"]["bytes"] == rows["kv_cache_estimate"]["bytes"] + extra
+        assert rows["kv_cache"].bytes == rows["kv_cache_estimate"].bytes + extra
 
 
 def test_4bit_weights_row_counts_packed_storage_and_quantization_state():
@@ -310,4 +294,4 @@ def test_4bit_weights_row_counts_packed_storage_and_quantization_state():
     # the NF4 code, 16 fp32: 64 B; the absmax offset, 1 fp32: 4 B; the nested absmax, 1 fp32 (one block of
     # 256): 4 B; the nested code, 256 fp32: 1,024 B
     rows = _rows(memory_ledger(q))
-    assert rows["weights"]["bytes"] == 1024 + 32 + 64 + 4 + 4 + 1024
+    assert rows["weights"].bytes == 1024 + 32 + 64 + 4 + 4 + 1024

@@ -2,7 +2,6 @@
 against their closed forms and brute-force enumeration."""
 from __future__ import annotations
 
-import doctest
 import math
 from fractions import Fraction
 from itertools import combinations
@@ -10,7 +9,6 @@ from itertools import combinations
 import pytest
 import torch
 
-from runprof.routing import baselines, router, stats
 from runprof.routing.baselines import (
     expected_distinct,
     random_any_overlap,
@@ -19,27 +17,26 @@ from runprof.routing.baselines import (
     random_jaccard,
 )
 from runprof.routing.router import router_distribution
-from runprof.routing.stats import LayerRouting, RoutingStats, layer_stats, routing_stats
-from runprof.tracking.collectors import Step
-from runprof.tracking.summary import LayerCalls
+from runprof.routing.stats import RoutingStats, layer_stats, routing_stats
+from runprof.tracking.trace import LayerTrace, StepTrace
 
 
 def calls(e: int, ids: list[list[int]], step: list[int], position: list[int], *,
-          weights: list[list[float]] | None = None, real: list[bool] | None = None) -> LayerCalls:
-    """A LayerCalls from Python lists (params per expert 10, irrelevant to routing statistics)."""
+          weights: list[list[float]] | None = None, real: list[bool] | None = None) -> LayerTrace:
+    """A LayerTrace from Python lists (params per expert 10, irrelevant to routing statistics)."""
     n = len(ids)
-    return LayerCalls(
-        num_experts=e, params_per_expert=10, ids=torch.tensor(ids, dtype=torch.long),
+    return LayerTrace(
+        name="L", num_experts=e, params_per_expert=10, ids=torch.tensor(ids, dtype=torch.long),
         weights=None if weights is None else torch.tensor(weights, dtype=torch.float32),
         step=torch.tensor(step, dtype=torch.long), position=torch.tensor(position, dtype=torch.long),
         real=torch.ones(n, dtype=torch.bool) if real is None else torch.tensor(real),
     )
 
 
-def one_prefill(e: int, ids: list[list[int]], **kw) -> tuple[LayerCalls, list[Step]]:
+def one_prefill(e: int, ids: list[list[int]], **kw) -> tuple[LayerTrace, tuple[StepTrace, ...]]:
     """One sequence of len(ids) tokens in a single prefill step."""
     n = len(ids)
-    return calls(e, ids, [0] * n, list(range(n)), **kw), [Step("prefill", 1, n, None)]
+    return calls(e, ids, [0] * n, list(range(n)), **kw), (StepTrace("prefill", 1, n, None),)
 
 
 # --- hand-built traces ------------------------------------------------------------------------------
@@ -117,7 +114,7 @@ def test_collapsed():
 
 def test_alternating_prefill_then_decode():
     # E=2, k=1, batch 1: a 2-token prefill (0, 1) then 4 decode steps (0, 1, 0, 1): perfectly alternating
-    steps = [Step("prefill", 1, 2, None)] + [Step("decode", 1, 1, None)] * 4
+    steps = [StepTrace("prefill", 1, 2, None)] + [StepTrace("decode", 1, 1, None)] * 4
     c = calls(2, [[0], [1], [0], [1], [0], [1]], step=[0, 0, 1, 2, 3, 4], position=[0, 1, 0, 0, 0, 0])
     s = layer_stats(c, steps)
     assert s.load == (3, 3) and s.load_cv == 0.0 and s.load_entropy_normalized == pytest.approx(1.0)
@@ -130,8 +127,8 @@ def test_alternating_prefill_then_decode():
 def test_sequences_rows_generations_and_padding():
     # batch 2, prefill of 3 (row 0 left-padded at t=0), then 2 decode steps of batch 2.
     # Row 0 always picks expert 0 (its padding slot routes to 5), row 1 always picks expert 1.
-    steps = [Step("prefill", 2, 3, torch.tensor([False, True, True, True, True, True]))] + \
-        [Step("decode", 2, 1, None)] * 2
+    steps = [StepTrace("prefill", 2, 3, torch.tensor([False, True, True, True, True, True]))] + \
+        [StepTrace("decode", 2, 1, None)] * 2
     ids = [[5], [0], [0], [1], [1], [1], [0], [1], [0], [1]]
     step = [0] * 6 + [1, 1, 2, 2]
     position = [0, 1, 2, 3, 4, 5, 0, 1, 0, 1]
@@ -147,17 +144,25 @@ def test_sequences_rows_generations_and_padding():
 
     # two generations (two prefills of 2 tokens): 0,0 | 1,1 -> 2 pairs, both repeats; joined, the last
     # token of one and the first of the next would add a 0->1 pair
-    steps = [Step("prefill", 1, 2, None), Step("prefill", 1, 2, None)]
+    steps = [StepTrace("prefill", 1, 2, None), StepTrace("prefill", 1, 2, None)]
     s = layer_stats(calls(4, [[0], [0], [1], [1]], [0, 0, 1, 1], [0, 1, 0, 1]), steps)
     assert (s.pairs, s.first_choice_repeat) == (2, 1.0)
 
 
 def test_empty_layer_and_round_trip():
     empty = torch.zeros(0, dtype=torch.long)
-    s = layer_stats(LayerCalls(4, 10, torch.zeros(0, 2, dtype=torch.long), None, empty, empty,
-                               torch.zeros(0, dtype=torch.bool)), [])
-    assert s.tokens == 0 and s.max_over_mean_load is None and s.first_choice_repeat is None
-    assert len(s.notes) >= 2  # every None has its reason
+    s = layer_stats(LayerTrace("L", 4, 10, torch.zeros(0, 2, dtype=torch.long), None, empty, empty,
+                               torch.zeros(0, dtype=torch.bool)), ())
+    assert (s.tokens, s.load, s.load_share, s.pairs) == (0, (0, 0, 0, 0), (0.0,) * 4, 0)
+    nones = ("max_over_mean_load", "load_cv", "load_entropy_normalized", "load_balancing_loss_from_load",
+             "first_choice_repeat", "any_overlap_repeat", "jaccard_repeat", "decode_distinct_mean",
+             "top1_weight_mean", "weights_entropy_normalized")
+    assert all(getattr(s, f) is None for f in nones)
+    assert s.notes == ("no routed tokens: load statistics are undefined",
+                       "no consecutive token pairs: repeat rates are undefined",
+                       "no decode steps: distinct experts per decode step are undefined",
+                       "the router passed no weights: confidence is unknown")
+    assert s.coactivation == ((None,) * 4,) * 4
     c, steps = one_prefill(4, [[0, 1], [2, 3], [0, 2]], weights=[[0.7, 0.3]] * 3)
     r = RoutingStats((layer_stats(c, steps, "a"), layer_stats(c, steps, "b")))
     assert RoutingStats.from_dict(r.to_dict()) == r
@@ -212,7 +217,18 @@ def test_router_distribution():
 
 
 # --- a tracked run --------------------------------------------------------------------------------
-def test_stats_of_a_tracked_run_hold_invariants():
+def _sequences(layer: LayerTrace, steps) -> dict[int, list[int]]:
+    """Row indices of each batch row's real tokens in order (prefill positions, then decode steps)."""
+    seqs: dict[int, list[int]] = {}
+    for i in range(layer.ids.shape[0]):
+        if layer.real[i]:
+            st, pos = steps[int(layer.step[i])], int(layer.position[i])
+            seqs.setdefault(pos // st.seq, []).append(i)
+    return seqs
+
+
+def test_stats_of_a_tracked_run_equal_a_hand_count_from_the_trace():
+    """Every statistic of a tracked run, recomputed here in plain Python from the trace's ids and weights."""
     import runprof
 
     from .moe_zoo import tiny_model
@@ -224,18 +240,26 @@ def test_stats_of_a_tracked_run_hold_invariants():
                        do_sample=False, pad_token_id=0)
     r = routing_stats(t.trace)
     assert len(r.layers) == len(t.trace.layer_names) == 2
-    for s in r.layers:
-        assert s.tokens == 2 * (6 + 3)  # 2 rows x (6 prompt tokens + 3 decode steps)
-        assert sum(s.load) == s.tokens * 2  # k = 2
-        assert s.pairs == s.tokens - 2  # one fewer pair than tokens per row
-        assert s.decode_steps == 3 and s.decode_tokens_per_step_mean == 2.0
-        assert all(s.coactivation[a][a] == 1.0 for a in range(8) if s.load[a])
-        assert 0.0 <= s.jaccard_repeat <= s.any_overlap_repeat <= 1.0
+    for s, layer in zip(r.layers, t.trace.layers):
+        chosen = [set(row) for row in layer.ids.tolist()]
+        first = [row[max(range(2), key=lambda j: w[j])] for row, w in zip(layer.ids.tolist(), layer.weights.tolist())]
+        assert s.tokens == len(chosen) == 2 * (6 + 3)  # 2 rows x (6 prompt tokens + 3 decode steps)
+        assert s.load == tuple(sum(e in c for c in chosen) for e in range(8))
+        pairs = [(a, b) for seq in _sequences(layer, t.trace.steps).values() for a, b in zip(seq, seq[1:])]
+        assert s.pairs == len(pairs) == s.tokens - 2
+        assert s.first_choice_repeat == sum(first[a] == first[b] for a, b in pairs) / len(pairs)
+        assert s.any_overlap_repeat == sum(bool(chosen[a] & chosen[b]) for a, b in pairs) / len(pairs)
+        assert s.jaccard_repeat == pytest.approx(
+            sum(len(chosen[a] & chosen[b]) / len(chosen[a] | chosen[b]) for a, b in pairs) / len(pairs), abs=1e-12)
+        for a in range(8):
+            with_a = [c for c in chosen if a in c]
+            expect = [None if not with_a else sum(b in c for c in with_a) / len(with_a) for b in range(8)]
+            assert list(s.coactivation[a]) == pytest.approx(expect, abs=1e-12) if with_a else \
+                list(s.coactivation[a]) == expect
+        decode = sorted({int(x) for x, st in zip(layer.step, layer.step) if t.trace.steps[int(x)].phase == "decode"})
+        distinct = [len(set().union(*(chosen[i] for i in range(len(chosen)) if int(layer.step[i]) == d)))
+                    for d in decode]
+        assert (s.decode_steps, s.decode_distinct_mean) == (3, sum(distinct) / 3)
+        assert (s.decode_distinct_min, s.decode_distinct_max) == (min(distinct), max(distinct))
+        assert s.top1_weight_mean == pytest.approx(sum(max(w) for w in layer.weights.tolist()) / s.tokens)
     assert RoutingStats.from_dict(r.to_dict()) == r
-    assert isinstance(r.layers[0], LayerRouting)
-
-
-def test_docstring_examples():
-    for module in (baselines, stats, router):
-        failures, _ = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
-        assert failures == 0, module.__name__

@@ -63,7 +63,7 @@ def test_dispatched_model_measures_what_the_unsplit_model_measures(how: str, tmp
     assert rt.active_params_per_token == rrt.active_params_per_token
     assert rt.active_params_per_token_by_phase == rrt.active_params_per_token_by_phase
     assert rt.experts_per_token == rrt.experts_per_token
-    assert (rt.tokens, rt.params_touched, rt.sums) == (rrt.tokens, rrt.params_touched, rrt.sums)
+    assert (rt.tokens, rt.params_touched, rt.stats()) == (rrt.tokens, rrt.params_touched, rrt.stats())
     assert r.params == ref.params and r.moe == ref.moe and r.reconcile == ref.reconcile
     # accelerate's hooks are the same objects, and still do their job
     assert _accelerate_hooks(model) == hooks
@@ -103,9 +103,9 @@ def test_memory_ledger_counts_offloaded_weights_apart(tmp_path: Any) -> None:
     has only what sits in memory, ``weights_offloaded`` the rest, and together they are the static bytes."""
     model = _dispatch("split", tmp_path)
     _, r = _tracked(model)
-    rows = {row["name"]: row for row in r.memory["rows"]}
+    rows = {row.name: row for row in r.memory.rows}
     where = r.extra["placement"]
-    assert rows["weights"]["bytes"] == where["cpu"]
-    assert rows["weights_offloaded"]["bytes"] == where["disk"]
-    assert rows["weights"]["bytes"] + rows["weights_offloaded"]["bytes"] == r.bytes.total
-    assert "meta" in rows["weights_offloaded"]["note"]
+    assert rows["weights"].bytes == where["cpu"]
+    assert rows["weights_offloaded"].bytes == where["disk"]
+    assert rows["weights"].bytes + rows["weights_offloaded"].bytes == r.bytes.total
+    assert rows["weights_offloaded"].detail == {"places": {"meta": where["disk"]}, "meta": True}
