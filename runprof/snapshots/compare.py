@@ -7,6 +7,12 @@ A tensor on one side only is a difference unless it is a known recomputable buff
 e.g. ``rotary_emb.inv_freq``) or a tied ``lm_head.weight`` equal to the other side's embedding; those
 are listed in ``recomputable``. Tensors matching ``ignore`` are listed in ``ignored`` and not compared.
 
+One equality rule for every kind of input: **bitwise unless a tolerance is given** (``-0.0`` and ``+0.0``
+differ, as do NaNs with different payloads, whether values or digests are compared); with ``rtol``/``atol``
+values are compared numerically (see :mod:`.diffing`), which needs values on both sides. The result's
+``verdict`` is ``"identical"`` only when every value was compared; tensors whose values cannot be read
+(meta, sparse) make it ``"not_proven"``.
+
 >>> import torch
 >>> a = {"w": torch.zeros(3), "b": torch.ones(2)}
 >>> r = compare(a, {"w": torch.tensor([0.0, 0.25, 0.0])})
@@ -197,6 +203,15 @@ class _Comparison:
         return (0, 0.0, ()) if da == db else (None, None, ())
 
 
+def _check_tolerance_sources(a: Source, b: Source, rtol: float, atol: float) -> None:
+    if (rtol or atol) and (isinstance(a, SnapshotSource) or isinstance(b, SnapshotSource)):
+        which = "base" if isinstance(a, SnapshotSource) else "target"
+        raise InvalidArgumentError(
+            f"rtol {rtol:g} / atol {atol:g}: the {which} is a Snapshot, which holds digests of the bytes, not values; "
+            "compare without a tolerance (bitwise), or pass the model, state_dict or checkpoint itself"
+        )
+
+
 def _digested(source: Source) -> SnapshotSource:
     try:
         with torch.no_grad():
@@ -215,8 +230,12 @@ def compare(a: object, b: object, *, rtol: float = 0.0, atol: float = 0.0, base_
     searched in each name) skips tensors; ``fuse_experts`` presents per-expert MoE tensors (v4 layout)
     as transformers 5's fused ones; ``device`` moves the windows of values there (default: where the base
     tensor lives); ``progress(done, total)`` is called per tensor pair. Checkpoints are streamed.
-    When one side is a Snapshot, the other is digested and digests are compared: any change of bytes is
-    a value mismatch (tolerances cannot apply), reported without a max abs diff.
+    Without a tolerance, equality is bitwise for every input (``-0.0 != +0.0``; NaNs equal only with equal
+    payloads); with ``rtol``/``atol`` an element differs when ``|t - b| > atol + rtol * |b|`` (NaN equals
+    NaN). When one side is a Snapshot, the other is digested and digests are compared: any change of bytes
+    is a value mismatch, reported without a max abs diff; a tolerance is refused there (a snapshot holds no
+    values). ``result.verdict`` is ``"identical"``, ``"different"`` or ``"not_proven"`` (nothing differs,
+    but some values could not be read: meta or sparse tensors).
 
     >>> import torch
     >>> base = {"transformer.w": torch.ones(2), "rotary_emb.inv_freq": torch.ones(1)}
@@ -230,6 +249,7 @@ def compare(a: object, b: object, *, rtol: float = 0.0, atol: float = 0.0, base_
     src_b = None
     try:
         src_b = as_source(b, what="target")
+        _check_tolerance_sources(src_a, src_b, rtol, atol)
         if isinstance(src_a, SnapshotSource) != isinstance(src_b, SnapshotSource):
             # only digests on one side: digest the other side once (one host transfer), then compare digests
             if isinstance(src_a, SnapshotSource):
