@@ -1,7 +1,9 @@
 """``python -m runprof compare BASE TARGET``: the argparse pair for the main CLI's SUBCOMMANDS.
 
-Exit code 0 when nothing differs beyond recomputable and ignored tensors, 1 when something does; bad
-input raises a :class:`~runprof.errors.RunprofError`, which the main CLI prints as one line (exit 2).
+Exit code 0 when every value was compared and nothing differs beyond recomputable and ignored tensors, 1
+when something differs, 2 when nothing differs but some values could not be read (verdict "not proven":
+meta or sparse tensors); bad input raises a :class:`~runprof.errors.RunprofError`, which the main CLI
+prints as one line (exit 2).
 A progress bar over tensor pairs goes to stderr when it is a terminal.
 
 >>> import argparse
@@ -16,7 +18,8 @@ import argparse
 import sys
 from typing import Any, Callable
 
-EXIT_OK, EXIT_DIFF = 0, 1
+EXIT_OK, EXIT_DIFF, EXIT_NOT_PROVEN = 0, 1, 2
+EXIT_CODES = {"identical": EXIT_OK, "different": EXIT_DIFF, "not_proven": EXIT_NOT_PROVEN}
 
 
 def add_compare(sub: argparse._SubParsersAction) -> None:
@@ -24,8 +27,9 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
         "compare",
         help="compare two checkpoints tensor by tensor (streaming): names, shapes, dtypes, values",
         description="Compare BASE with TARGET: checkpoint directories (safetensors with or without an index, "
-                    "pytorch_model*.bin), single .safetensors/.bin files, or hub ids. Exit 0: identical; "
-                    "1: differences; 2: bad input.",
+                    "pytorch_model*.bin), single .safetensors/.bin files, or hub ids. Values are compared bitwise "
+                    "unless --rtol/--atol is given. Exit 0: identical; 1: differences; 2: not proven (some values "
+                    "could not be read) or bad input.",
     )
     p.add_argument("base", help="the reference checkpoint")
     p.add_argument("target", help="the checkpoint to check against it")
@@ -77,6 +81,25 @@ def run_compare(args: argparse.Namespace) -> int:
         )
     finally:
         close()
-    print(render_compare(result))
+    print(_with_verdict(render_compare(result), result))
     _write_json(args.json, result.to_dict())
-    return EXIT_OK if result.identical else EXIT_DIFF
+    return EXIT_CODES[result.verdict]
+
+
+def _with_verdict(report: str, result: Any) -> str:
+    """The report with a "not proven" verdict line where the renderer wrote one for identical/different.
+
+    Interim: this belongs in ``renderers/compare_report.render_compare`` (owned elsewhere); once it
+    renders ``result.verdict`` itself this leaves the report unchanged.
+    """
+    if result.verdict != "not_proven":
+        return report
+    lines = report.splitlines()
+    unknown = result.totals.values_unknown
+    whose = "tensor's" if unknown == 1 else "tensors'"
+    line = f"result: not proven ({unknown:,} {whose} values unknown)"
+    if lines and lines[-1].startswith("result: "):
+        lines[-1] = line
+    else:
+        lines += ["", line]
+    return "\n".join(lines)
