@@ -17,10 +17,17 @@ from typing import TYPE_CHECKING, Iterator, Mapping
 
 import torch
 
+from ..errors import RunprofError
+
 if TYPE_CHECKING:
     from .fingerprint import Snapshot
 
 log = logging.getLogger("runprof")
+
+
+class CheckpointError(RunprofError):
+    """A checkpoint on disk cannot be read: truncated or corrupt file, missing shard, not a checkpoint, a shard
+    outside the checkpoint's folder, or no tensors at all. Defined here, below every source module."""
 
 
 def dtype_name(dtype: torch.dtype) -> str:
