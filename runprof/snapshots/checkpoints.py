@@ -184,9 +184,11 @@ class TorchSource(_FileSource):
             self._metas[name] = TensorMeta(tuple(t.shape), t.dtype, "meta" if t.is_meta else "cpu")
 
 
-def _first_line(e: BaseException) -> str:
+def _first_line(e: BaseException, limit: int = 200) -> str:
+    """The first line of a library's message, cut at ``limit`` characters (safetensors lists every dtype)."""
     text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
+    line = text[0] if text else type(e).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def _from_files(paths: list[Path], label: str) -> Source:

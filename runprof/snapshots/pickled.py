@@ -126,7 +126,8 @@ def state_dict_of(obj: Any, path: Path | str | os.PathLike[str]) -> dict[str, to
     found, trail = _unwrap(obj)
     if not isinstance(found, Mapping):
         raise CheckpointError(
-            f"{path}: holds a {type(obj).__name__}, not a state_dict of tensors; save model.state_dict() instead"
+            f"{path}: holds an object of type {type(obj).__name__}, not a state_dict of tensors; save "
+            "model.state_dict() instead"
         )
     if trail:
         log.info("%s: tensors found under %s", path, " -> ".join(trail))

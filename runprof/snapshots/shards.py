@@ -28,6 +28,8 @@ TORCH_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 
 
 def _json_kind(value: Any) -> str:
+    if value == "":
+        return "an empty string"
     kinds = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
     return next((k for t, k in kinds.items() if isinstance(value, t)), f"the number {value}")
 
