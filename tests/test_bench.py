@@ -129,8 +129,8 @@ def prompt_file(tmp_path: Path) -> Path:
 
 
 def test_cli_json_and_plots(prompt_file, tmp_path, capsys, one_thread):
-    from PIL import Image
     import matplotlib.image
+    from PIL import Image
 
     out = tmp_path / "bench.json"
     rc = main(["bench", "--prompt", str(prompt_file), "--top-k", "1,2,4", "--repeats", "1", "--warmup", "0",

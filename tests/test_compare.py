@@ -19,11 +19,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from runprof.cli.compare import add_compare
 from runprof.errors import InvalidArgumentError, ModelNotFoundError, RunprofError
 from runprof.renderers.compare_report import TITLES, render_compare
-from runprof.snapshots import CheckpointError, CompareResult, Snapshot, compare, snapshot
-from runprof.snapshots import diffing
-from runprof.cli.compare import add_compare
+from runprof.snapshots import CheckpointError, CompareResult, Snapshot, compare, diffing, snapshot
 
 from .conftest import REPO
 
@@ -220,7 +219,7 @@ def test_corrupt_input_one_line_nothing_written(ckpt, capsys, tmp_path):
 
 
 def test_bad_options(ckpt):
-    with pytest.raises(InvalidArgumentError, match="rtol -1"):
+    with pytest.raises(InvalidArgumentError, match="rtol=-1"):
         compare(ckpt["ref"], ckpt["ref"], rtol=-1)
     with pytest.raises(InvalidArgumentError, match="not a regular expression"):
         compare(ckpt["ref"], ckpt["ref"], ignore="(")

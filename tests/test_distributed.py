@@ -22,9 +22,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import runprof
+from runprof.cli.distributed import split_prompts
 from runprof.errors import TrackingError
 from runprof.results import RuntimeInfo, Stat, TrackResult
-from runprof.tracking.distributed import merge_across_ranks, split_prompts
+from runprof.tracking.distributed import merge_across_ranks
 
 from .moe_zoo import tiny_model
 

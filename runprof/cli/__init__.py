@@ -13,9 +13,9 @@ import os
 import sys
 from typing import Any, Callable, Sequence
 
-from ..errors import RunprofError
+from ..errors import InvalidArgumentError, RunprofError
 from .bench import add_bench
-from .common import ExitCode, add_verbose, configure_logging
+from .common import FLAGS, ExitCode, add_verbose, configure_logging
 from .compare import add_compare
 from .count import add_count, add_render
 from .run import add_run
@@ -69,7 +69,8 @@ def dispatch(fn: Callable[[argparse.Namespace], int], args: argparse.Namespace, 
     try:
         return int(fn(args))
     except RunprofError as e:
-        print(f"runprof: error: {e}", file=sys.stderr)
+        text = e.as_flag(FLAGS) if isinstance(e, InvalidArgumentError) else str(e)
+        print(f"runprof: error: {' '.join(text.split())}", file=sys.stderr)
         return ExitCode.BAD_INPUT
     except KeyboardInterrupt:
         print("runprof: interrupted", file=sys.stderr)

@@ -26,6 +26,14 @@ class ExitCode(IntEnum):
 
 DTYPES = ("auto", "bf16", "fp16", "fp32")
 
+FLAGS: dict[str, str] = {
+    "device": "--device", "dtype": "--dtype", "num_layers": "--num-layers", "top_ks": "--top-k",
+    "batch_sizes": "--batch-size", "repeats": "--repeats", "warmup": "--warmup", "max_new_tokens": "--max-new-tokens",
+    "ignore": "--ignore", "base_prefix": "--base-prefix", "target_prefix": "--target-prefix", "rtol": "--rtol",
+    "atol": "--atol", "directory": "--plot",
+}
+"""The library's parameter names (:meth:`InvalidArgumentError.bad`) as this CLI's flags."""
+
 
 def add_verbose(p: argparse.ArgumentParser, *, top: bool = False) -> None:
     """``-v``: works before and after a subcommand (the subcommand's copy never resets the main one's)."""
@@ -53,8 +61,17 @@ def add_threads(p: argparse.ArgumentParser) -> None:
 
 
 def configure_logging(verbose: bool) -> None:
-    """The one place logging is configured (the library only logs to ``logging.getLogger("runprof")``)."""
+    """The one place logging is configured (the library only logs to ``logging.getLogger("runprof")``).
+
+    Without ``-v`` transformers' own warnings are quiet (a bad config is one runprof line, not three
+    transformers warnings before it); when stderr is not a terminal no library draws progress bars (no ``\r``
+    frames in a redirected log). Both are environment defaults read when those libraries are first imported.
+    """
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="runprof: %(message)s")
+    if not verbose:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if not sys.stderr.isatty():
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def set_threads(n: int | None) -> None:
@@ -129,5 +146,5 @@ def write_json(flag: str, path: str | None, data: dict[str, Any]) -> None:
     say(f"wrote {target}")
 
 
-__all__ = ["DTYPES", "ExitCode", "add_device", "add_dtype", "add_json", "add_threads", "add_verbose",
+__all__ = ["DTYPES", "FLAGS", "ExitCode", "add_device", "add_dtype", "add_json", "add_threads", "add_verbose",
            "check_output", "configure_logging", "say", "set_threads", "write_json"]

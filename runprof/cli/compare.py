@@ -1,7 +1,9 @@
 """``python -m runprof compare BASE TARGET``: the argparse pair for the main CLI's SUBCOMMANDS.
 
-Exit code 0 when nothing differs beyond recomputable and ignored tensors, 1 when something does; bad
-input raises a :class:`~runprof.errors.RunprofError`, which the main CLI prints as one line (exit 2).
+Exit code 0 when every value was compared and nothing differs beyond recomputable and ignored tensors, 1
+when something differs, 2 when nothing differs but some values could not be read (verdict "not proven":
+meta or sparse tensors); bad input raises a :class:`~runprof.errors.RunprofError`, which the main CLI
+prints as one line (exit 2).
 A progress bar over tensor pairs goes to stderr when it is a terminal.
 
 >>> import argparse
@@ -24,8 +26,9 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
         "compare",
         help="compare two checkpoints tensor by tensor (streaming): names, shapes, dtypes, values",
         description="Compare BASE with TARGET: checkpoint directories (safetensors with or without an index, "
-                    "pytorch_model*.bin), single .safetensors/.bin files, or hub ids. Exit 0: identical; "
-                    "1: differences; 2: bad input.",
+                    "pytorch_model*.bin), single .safetensors/.bin files, or hub ids. Values are compared bitwise "
+                    "unless --rtol/--atol is given. Exit 0: identical; 1: differences; 2: not proven (some values "
+                    "could not be read) or bad input.",
     )
     p.add_argument("base", help="the reference checkpoint")
     p.add_argument("target", help="the checkpoint to check against it")
@@ -80,4 +83,4 @@ def run_compare(args: argparse.Namespace) -> int:
         close()
     print(render_compare(result), file=sys.stderr if args.json == "-" else sys.stdout)
     write_json("--json", args.json, result.to_dict())
-    return ExitCode.OK if result.identical else ExitCode.DIFFERENT
+    return {"identical": ExitCode.OK, "different": ExitCode.DIFFERENT, "not_proven": ExitCode.BAD_INPUT}[result.verdict]

@@ -86,7 +86,7 @@ def run_run(args: argparse.Namespace) -> int:
     device = parse_device(args.device)
     if not args.distributed:
         return _run(args, prompts, device)
-    from ..tracking.distributed import process_group_from_env, split_prompts
+    from .distributed import process_group_from_env, split_prompts
 
     with process_group_from_env(device) as (device, rank, world):
         return _run(args, split_prompts(prompts, rank, world), device, rank=rank)

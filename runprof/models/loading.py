@@ -1,43 +1,33 @@
-"""Loading models and tokenizers: the shipped tiny model, local directories, the hub cache, random init."""
+"""Loading models and tokenizers: the shipped tiny model, local directories, the hub cache, random init.
+
+Everything that can be checked before a weight is read is checked in :func:`prepare` (one line and exit 2
+in the CLI, never a traceback): the device (:func:`parse_device`), the config (:func:`~runprof.models.resolve.check_config`: a
+causal-LM class, a vocabulary, top-k within the expert count), the tokenizer files of a local folder, and
+the headers of its safetensors files. With ``random_init`` the model is first built on the meta device:
+a config that cannot be built, builds empty expert tensors, or needs more memory than the device has is
+refused, with the bytes it would need.
+"""
 from __future__ import annotations
 
 import copy
 import logging
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..errors import InvalidArgumentError, ModelNotFoundError
-from .resolve import ALIASES, TINY_MOE_DIR, ModelRef, hub_offline, load_config, resolve
+from ..errors import CheckpointError, InvalidArgumentError, ModelNotFoundError
+from .checks import check_buildable, check_device, check_weight_files, first_line, parse_device, parse_dtype
+from .resolve import ALIASES, TINY_MOE_DIR, ModelRef, check_config, hub_offline, load_config, resolve
 
 log = logging.getLogger("runprof")
 
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-
-
-def parse_dtype(text: str | None) -> torch.dtype | None:
-    """``"bf16"`` -> ``torch.bfloat16``; ``"auto"``/``None`` -> ``None`` (the checkpoint's own dtype)."""
-    if text in (None, "auto"):
-        return None
-    try:
-        return _DTYPES[text]
-    except KeyError:
-        raise InvalidArgumentError(f"dtype {text!r}: expected one of auto, {', '.join(_DTYPES)}") from None
-
-
-def parse_device(text: str | None) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
-    if text in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if text.startswith("cuda") and not torch.cuda.is_available():
-        raise InvalidArgumentError(f"--device {text}: no CUDA GPU is available here; use --device cpu or auto")
-    try:
-        return torch.device(text)
-    except RuntimeError as e:
-        raise InvalidArgumentError(f"--device {text!r}: expected cpu, cuda, cuda:N or auto") from e
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model",
+                   "sentencepiece.bpe.model", "tekken.json", "tokenizer_config.json")
+"""Files one of which a local model folder needs for its tokenizer (vocab.json goes with merges.txt)."""
 
 
 @dataclass
@@ -56,9 +46,9 @@ def truncate_layers(config: Any, num_layers: int) -> Any:
     target = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
     old = getattr(target, "num_hidden_layers", None)
     if not isinstance(old, int):
-        raise InvalidArgumentError(f"--num-layers: {type(config).__name__} has no num_hidden_layers to reduce")
+        raise InvalidArgumentError.bad("num_layers", num_layers, f"{type(config).__name__} has no num_hidden_layers")
     if not 1 <= num_layers <= old:
-        raise InvalidArgumentError(f"--num-layers {num_layers}: this model has {old} layers (1..{old})")
+        raise InvalidArgumentError.bad("num_layers", num_layers, f"this model has {old} layers (1..{old})")
     for key, value in list(vars(target).items()):
         if isinstance(value, list) and len(value) == old:
             setattr(target, key, value[:num_layers])
@@ -69,7 +59,19 @@ def truncate_layers(config: Any, num_layers: int) -> Any:
 def _tokenizer(source: str, *, local_only: bool = True) -> Any:
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+    folder = Path(source)
+    if folder.is_dir() and not any((folder / f).is_file() for f in TOKENIZER_FILES):
+        raise ModelNotFoundError(
+            f"{source}: no tokenizer files (none of {', '.join(TOKENIZER_FILES)}); save the tokenizer there "
+            f"(tokenizer.save_pretrained), or use `python -m runprof count {source}`, which needs no tokenizer"
+        )
+    try:
+        tok = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, ImportError) as e:
+        raise ModelNotFoundError(
+            f"{source}: cannot load its tokenizer ({first_line(e)}); add the tokenizer files "
+            f"(tokenizer.save_pretrained), or use `python -m runprof count {source}`, which needs no tokenizer"
+        ) from e
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token or tok.unk_token
     tok.padding_side = "left"
@@ -106,15 +108,18 @@ class Prepared:
 def prepare(ref: str | os.PathLike[str] | None = None, *, random_init: bool = False,
             num_layers: int | None = None) -> Prepared:
     """Resolve ``ref``, read its config and tokenizer, and check that weights can be had (fails fast,
-    before any weight is read: missing weights offline, ``--num-layers`` without ``--random-init``)."""
+    before any weight is read: missing weights offline, ``num_layers`` without ``random_init``, a config
+    runprof cannot run, a local folder without tokenizer files or with a corrupt safetensors file)."""
     if num_layers is not None and not random_init:
-        raise InvalidArgumentError("--num-layers needs --random-init (a truncated checkpoint is not loaded)")
+        raise InvalidArgumentError.bad("num_layers", num_layers, "needs random_init (a truncated checkpoint is not "
+                                       "loaded)")
     mref = resolve(ref)
     if mref.kind == "shipped":
         _check_shipped()
     notes: list[str] = []
     if random_init:
         config, mref = load_config(ref)
+        check_config(config, mref.name)
         if num_layers is not None:
             config = truncate_layers(config, num_layers)
             notes.append(f"kept the first {num_layers} decoder layers")
@@ -128,6 +133,9 @@ def prepare(ref: str | os.PathLike[str] | None = None, *, random_init: bool = Fa
     if not cached and hub_offline():
         raise ModelNotFoundError(_missing_weights(mref, local))
     config, _ = load_config(ref)
+    check_config(config, mref.name)
+    if local:
+        check_weight_files(mref.weights_source)
     tokenizer = _tokenizer(mref.weights_source, local_only=cached)
     return Prepared(mref, config, tokenizer, False, None, cached, notes)
 
@@ -153,13 +161,15 @@ def load_model(
     >>> type(loaded.model).__name__
     'MixtralForCausalLM'
     """
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
-    dev = device if isinstance(device, torch.device) else parse_device(device)
+    dev = check_device(device) if isinstance(device, torch.device) else parse_device(device)
     prep = ref if isinstance(ref, Prepared) else prepare(ref, random_init=random_init, num_layers=num_layers)
     mref, notes = prep.ref, list(prep.notes)
     kwargs: dict[str, Any] = {} if dtype is None else {"dtype": dtype}
     if prep.random_init:
+        check_buildable(prep.config, mref.name, dev, dtype)
         torch.manual_seed(seed)
         if on_start is not None:
             on_start(f"building {mref.name} with random weights on {dev}")
@@ -171,9 +181,12 @@ def load_model(
         on_start(f"loading {mref.name} on {dev}")
     try:
         model = AutoModelForCausalLM.from_pretrained(mref.weights_source, local_files_only=prep.cached, **kwargs)
+    except SafetensorError as e:  # a shard check_weight_files did not see (in a subfolder, or downloaded now)
+        raise CheckpointError(f"{mref.weights_source}: a safetensors file is truncated or corrupt "
+                              f"({first_line(e)}); re-download it or save it again") from e
     except (OSError, ValueError) as e:
         local = mref.kind in ("shipped", "dir")
-        raise ModelNotFoundError(_missing_weights(mref, local) + f" ({str(e).splitlines()[0]})") from e
+        raise ModelNotFoundError(_missing_weights(mref, local) + f" ({first_line(e)})") from e
     return Loaded(model.to(dev).eval(), prep.tokenizer, mref, notes)
 
 
@@ -199,11 +212,12 @@ def _tokenizer_or_shipped(mref: ModelRef, notes: list[str]) -> Any:
     for source in sources:
         try:
             return _tokenizer(source, local_only=True)
-        except (OSError, ValueError, TypeError):
+        except (OSError, ValueError, TypeError, ModelNotFoundError):
             continue
     notes.append(f"the tokenizer of {mref.name} is not available offline: using runprof's shipped tokenizer "
                  "(ids kept inside the model's vocabulary)")
     return shipped_tokenizer()
 
 
-__all__ = ["ALIASES", "Loaded", "Prepared", "load_model", "prepare", "parse_device", "parse_dtype", "shipped_tokenizer", "truncate_layers"]
+__all__ = ["ALIASES", "Loaded", "Prepared", "check_buildable", "check_config", "check_device", "check_weight_files",
+           "load_model", "prepare", "parse_device", "parse_dtype", "shipped_tokenizer", "truncate_layers"]

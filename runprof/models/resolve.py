@@ -3,6 +3,8 @@
 Resolution order for a string: a shipped alias, an existing local path (a ``config.json`` file or a model
 directory), then a hub id, read from the local Hugging Face cache first and from the hub only when it is
 reachable. Offline, a hub id that is not cached fails at once with one line naming the alternatives.
+An empty reference is refused (it is not the working directory). :func:`check_config` refuses configs
+runprof cannot run (no causal-LM class, no vocabulary, top-k outside the expert count).
 """
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ log = logging.getLogger("runprof")
 CONFIG_DIR = Path(__file__).parent / "configs"
 TINY_MOE_DIR = Path(__file__).parent / "tiny_moe"
 DEFAULT_MODEL = "tiny-moe"
+EXPERT_FIELDS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts", "num_routed_experts")
+"""Config fields holding a routed-expert count (as ``runprof.moe.discovery`` reads them)."""
 
 
 @dataclass(frozen=True)
@@ -66,15 +70,25 @@ def hub_offline() -> bool:
 
 
 def resolve(ref: str | os.PathLike[str] | None) -> ModelRef:
-    """Resolve a model reference (``None`` means the shipped default model).
+    """Resolve a model reference (``None`` means the shipped default model; an empty string is an error,
+    not the working directory).
 
     >>> ref = resolve("mixtral")
     >>> ref.kind, ref.weights_source
     ('alias', 'mistralai/Mixtral-8x7B-Instruct-v0.1')
+    >>> resolve("")
+    Traceback (most recent call last):
+    ...
+    runprof.errors.InvalidArgumentError: an empty model reference (''): pass an alias ...
     """
     if ref is None or str(ref) == DEFAULT_MODEL:
         return ModelRef(DEFAULT_MODEL, "shipped", str(TINY_MOE_DIR / "config.json"), str(TINY_MOE_DIR))
     text = str(ref)
+    if not text.strip():
+        raise InvalidArgumentError(
+            f"an empty model reference ({text!r}): pass an alias ({', '.join(sorted(ALIASES))}), a config.json, a "
+            "model directory or a hub id (org/name), or leave it out for runprof's shipped tiny model"
+        )
     if text in ALIASES:
         alias = ALIASES[text]
         return ModelRef(text, "alias", str(CONFIG_DIR / alias.config_file), alias.hub_id)
@@ -131,6 +145,66 @@ def load_config(ref: str | os.PathLike[str] | None) -> tuple[Any, ModelRef]:
             f"version; upgrade transformers or check the config"
         ) from e
     return config, mref
+
+
+def text_config(config: Any) -> Any:
+    """The text sub-config (``get_text_config()``), or ``config`` itself where there is no single one."""
+    try:
+        return config.get_text_config() if hasattr(config, "get_text_config") else config
+    except ValueError:  # several text sub-configs (encoder-decoder audio models): no single one to check
+        return config
+
+
+def int_field(cfg: Any, names: tuple[str, ...]) -> tuple[str, int] | None:
+    """``(name, value)`` of the first of ``names`` that ``cfg`` holds as an int (bools excluded)."""
+    for attr in names:
+        value = getattr(cfg, attr, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return attr, value
+    return None
+
+
+def check_config(config: Any, name: str) -> None:
+    """Refuse a config runprof cannot run, before any weight is read: no causal-LM class (T5, ViT), no
+    vocabulary, or a top-k outside ``1..E`` for a model with E routed experts.
+
+    >>> from transformers import MixtralConfig
+    >>> check_config(MixtralConfig(num_local_experts=8, num_experts_per_tok=2), "mixtral")
+    >>> check_config(MixtralConfig(num_local_experts=8, num_experts_per_tok=16), "mixtral")
+    Traceback (most recent call last):
+    ...
+    runprof.errors.InvalidArgumentError: mixtral: num_experts_per_tok 16 is more than num_local_experts 8: ...
+    """
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    from ..moe.discovery import config_top_k_fields
+
+    remote = "AutoModelForCausalLM" in (getattr(config, "auto_map", None) or {})
+    if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING and not remote:
+        raise UnsupportedModelError(
+            f"{name}: model_type {getattr(config, 'model_type', '?')!r} ({type(config).__name__}) has no causal-LM "
+            "class in transformers; runprof runs and counts causal language models (decoder-only, e.g. Mixtral)"
+        )
+    text = text_config(config)
+    vocab = getattr(text, "vocab_size", None)
+    if not isinstance(vocab, int) or isinstance(vocab, bool) or vocab < 1:
+        raise InvalidArgumentError(
+            f"{name}: vocab_size {vocab!r}: a causal LM needs a vocabulary of at least 1 token; fix vocab_size in "
+            "the config"
+        )
+    for cfg, _, k_attr in config_top_k_fields(config):
+        k = getattr(cfg, k_attr)
+        experts = int_field(cfg, EXPERT_FIELDS)
+        if experts is None:
+            continue
+        e_attr, count = experts
+        if count < 0:
+            raise InvalidArgumentError(f"{name}: {e_attr} {count}: an expert count is 0 (dense) or more")
+        if count >= 1 and not 1 <= k <= count:
+            raise InvalidArgumentError(
+                f"{name}: {k_attr} {k} is {'more than' if k > count else 'outside 1..'} {e_attr} {count}: each token "
+                f"is routed to 1..{count} of a layer's experts; set {k_attr} to 1..{count} in the config"
+            )
 
 
 def _hub_config(mref: ModelRef) -> Any:

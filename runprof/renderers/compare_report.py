@@ -132,9 +132,13 @@ def render_compare(r: CompareResult) -> str:
     rows += [[TITLES[key].lower().replace("tensors only", "only"), n(count)] for key, count, _ in sections]
     rows += [["recomputable / tied (not differences)", n(len(r.recomputable))], ["ignored", n(len(r.ignored))]]
     out += ["", "Totals", tabulate(rows, tablefmt="plain", disable_numparse=True, colalign=("left", "right"))]
-    verdict = "identical" if r.identical else "different"
     suggestions = hints(r)
     if suggestions:
         out += [""] + suggestions
-    out += ["", f"result: {verdict} ({r.differences} difference{'s' if r.differences != 1 else ''})"]
+    if r.verdict == "not_proven":
+        k = r.totals.values_unknown
+        whose = "tensor's" if k == 1 else "tensors'"
+        out += ["", f"result: not proven ({n(k)} {whose} values unknown)"]
+    else:
+        out += ["", f"result: {r.verdict} ({r.differences} difference{'s' if r.differences != 1 else ''})"]
     return "\n".join(out)

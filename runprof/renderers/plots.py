@@ -24,7 +24,7 @@ def require_matplotlib() -> Any:
         import matplotlib
         from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
     except ImportError as e:
-        raise InvalidArgumentError("--plot needs matplotlib, which is not installed: pip install runprof[plot]") from e
+        raise InvalidArgumentError("plots need matplotlib, which is not installed: pip install runprof[plot]") from e
     return matplotlib
 
 
@@ -146,7 +146,8 @@ def _save(fig: Any, path: str | Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(target, dpi=DPI, format="png")
     except OSError as e:
-        raise InvalidArgumentError(f"--plot {target.parent}: cannot write {target.name} ({e.strerror})") from e
+        raise InvalidArgumentError.bad("directory", str(target.parent),
+                                       f"cannot write {target.name} ({e.strerror})") from e
     return target
 
 

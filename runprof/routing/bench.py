@@ -131,21 +131,23 @@ def check_bench_args(model: nn.Module, top_ks: Sequence[int], batch_sizes: Seque
     if not layers:
         raise UnsupportedModelError(
             f"{name or type(model).__name__} ({type(model).__name__}) is not a mixture-of-experts model: bench "
-            "compares top-k values; for a dense model use `python -m runprof MODEL --prompt FILE`")
+            "compares top-k values; a dense model has one: track a plain run of it instead")
     e = min(layer.num_experts for layer in layers)
-    for label, values, low, high in (("--top-k", top_ks, 1, e), ("--batch-size", batch_sizes, 1, None)):
+    for param, values, low, high in (("top_ks", top_ks, 1, e), ("batch_sizes", batch_sizes, 1, None)):
         if not values:
-            raise InvalidArgumentError(f"{label}: give at least one value")
+            raise InvalidArgumentError.bad(param, list(values), "give at least one value")
         for v in values:
             if isinstance(v, bool) or not isinstance(v, int) or v < low or (high is not None and v > high):
                 rng = f"{low}..{high} (this model has {e} experts per layer)" if high else f"at least {low}"
-                raise InvalidArgumentError(f"{label} {v!r}: expected an integer {rng}")
+                raise InvalidArgumentError.bad(param, v, f"expected an integer {rng}")
         if len(set(values)) != len(values):
-            raise InvalidArgumentError(f"{label} {','.join(map(str, values))}: a value is repeated")
-    if repeats < 1 or warmup < 0:
-        raise InvalidArgumentError(f"--repeats {repeats} / --warmup {warmup}: expected repeats >= 1, warmup >= 0")
+            raise InvalidArgumentError.bad(param, list(values), "a value is repeated")
+    if repeats < 1:
+        raise InvalidArgumentError.bad("repeats", repeats, "expected at least 1 timed run")
+    if warmup < 0:
+        raise InvalidArgumentError.bad("warmup", warmup, "expected 0 or more warm-up runs")
     if max_new_tokens < 2:
-        raise InvalidArgumentError(f"--max-new-tokens {max_new_tokens}: expected at least 2 (one prefill, one decode)")
+        raise InvalidArgumentError.bad("max_new_tokens", max_new_tokens, "expected at least 2 (one prefill, one decode)")
     return e
 
 

@@ -5,7 +5,13 @@ Safetensors files (one, several, or shards named by ``*.safetensors.index.json``
 faults, not copies. A mapping keeps every page it touched resident until it is closed, so the source
 closes its handles once ``RELEASE_BYTES`` have been read through them; with the comparison's 64 MiB
 windows, memory stays near two windows whatever the checkpoint's size. PyTorch ``.bin`` files are
-opened with ``torch.load(mmap=True, weights_only=True)`` under the same rule.
+opened with ``torch.load(mmap=True, weights_only=True)`` under the same rule (:mod:`.pickled`: common
+wrappers such as ``{"model": {...}}`` are unwrapped; code in a pickle is never run).
+
+Files are read only from inside the checkpoint's folder: every shard a ``weight_map`` names must be a
+relative path without ``..``, and its real location (symlinks resolved) must lie in the index's folder
+or, for a Hugging Face cache snapshot (``.../snapshots/<rev>/``), in that repository's ``blobs`` folder,
+where the cache's own links point. A checkpoint in which no tensor is found is refused.
 
 >>> src = open_checkpoint("path/to/checkpoint")            # doctest: +SKIP
 >>> src.metas()["model.embed_tokens.weight"].shape         # doctest: +SKIP
@@ -13,7 +19,6 @@ opened with ``torch.load(mmap=True, weights_only=True)`` under the same rule.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -22,8 +27,11 @@ from typing import Any, Mapping
 
 import torch
 
-from ..errors import ModelNotFoundError, RunprofError
-from .sources import Source, TensorMeta
+from ..errors import ModelNotFoundError
+from .pickled import FIX as _FIX
+from .pickled import load_pickled
+from .shards import SAFETENSORS_SUFFIX, TORCH_SUFFIXES, allowed_roots, check_inside, shard_files
+from .sources import CheckpointError, Source, TensorMeta
 
 log = logging.getLogger("runprof")
 
@@ -34,13 +42,8 @@ _ST_DTYPES = {
     "U16": torch.uint16, "U32": torch.uint32, "U64": torch.uint64, "BOOL": torch.bool,
     "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "C64": torch.complex64,
 }
-_TORCH_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-_FIX = "re-download it or save it again"
-
-
-class CheckpointError(RunprofError):
-    """A checkpoint on disk cannot be read: truncated or corrupt file, missing shard, not a checkpoint."""
+__all__ = ["CheckpointError", "SafetensorsSource", "TorchSource", "open_checkpoint"]
 
 
 class _FileSource(Source):
@@ -52,6 +55,8 @@ class _FileSource(Source):
         self._handles: dict[Path, Any] = {}
         self._touched = 0
         self._metas: dict[str, TensorMeta] = {}
+        self._no_values: set[str] = set()  # sparse, meta or quantized tensors: shape and dtype only
+        self._flat: tuple[str, torch.Tensor] | None = None
         for path in dict.fromkeys(self._files.values()):
             self._load_metas(path, [n for n, p in self._files.items() if p == path])
             self.release(force=True)
@@ -64,7 +69,9 @@ class _FileSource(Source):
             names = self._names(self._handle(path))
             for name in names:
                 if name in self._files:
-                    raise CheckpointError(f"{label}: tensor {name!r} is in both {self._files[name].name} and {path.name}")
+                    raise CheckpointError(
+                        f"{label}: tensor {name!r} is in both {self._files[name].name} and {path.name}; keep one copy"
+                    )
                 self._files[name] = path
             self._load_metas(path, names)
             self.release(force=True)
@@ -73,14 +80,20 @@ class _FileSource(Source):
     def metas(self) -> Mapping[str, TensorMeta]:
         return self._metas
 
+    def has_values(self, name: str) -> bool:
+        return name not in self._no_values
+
     def read(self, name: str, start: int, count: int) -> torch.Tensor:
-        handle = self._handle(self._files[name])
-        flat = self._tensor(handle, name).view(-1)
+        if self._flat is None or self._flat[0] != name:
+            # reshape copies only a non-contiguous tensor (a .bin may store a transposed view), once per tensor
+            self._flat = (name, self._tensor(self._handle(self._files[name]), name).reshape(-1))
+        flat = self._flat[1]
         self._touched += count * flat.element_size()
         return flat[start:start + count]
 
     def release(self, *, force: bool = False) -> None:
         if force or self._touched >= RELEASE_BYTES:
+            self._flat = None
             for handle in self._handles.values():
                 self._close(handle)
             self._handles.clear()
@@ -119,7 +132,7 @@ class SafetensorsSource(_FileSource):
         try:
             return safe_open(str(path), framework="pt", device="cpu").__enter__()
         except SafetensorError as e:
-            raise CheckpointError(f"{path}: truncated or corrupt safetensors file ({e}); {_FIX}") from e
+            raise CheckpointError(f"{path}: truncated or corrupt safetensors file ({_first_line(e)}); {_FIX}") from e
         except OSError as e:
             raise CheckpointError(f"{path}: cannot open ({e.strerror})") from e
 
@@ -152,20 +165,7 @@ class TorchSource(_FileSource):
     """PyTorch pickled state_dicts (``pytorch_model*.bin``), memory-mapped with ``torch.load``."""
 
     def _open(self, path: Path) -> dict[str, torch.Tensor]:
-        try:
-            obj = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-        except RuntimeError as e:
-            if "mmap" not in str(e):
-                raise CheckpointError(f"{path}: cannot read as a PyTorch checkpoint ({_first_line(e)}); {_FIX}") from e
-            log.info("%s: legacy (non-zip) format, loaded without mmap", path)
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # torch raises UnpicklingError, EOFError, zip errors, ...
-            raise CheckpointError(f"{path}: cannot read as a PyTorch checkpoint ({_first_line(e)}); {_FIX}") from e
-        if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-            obj = obj["state_dict"]  # Lightning-style wrapper
-        if not isinstance(obj, dict):
-            raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a state_dict of tensors")
-        return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        return load_pickled(path)
 
     def _tensor(self, handle: Any, name: str) -> torch.Tensor:
         return handle[name].detach()
@@ -179,50 +179,49 @@ class TorchSource(_FileSource):
             if name not in handle:
                 raise CheckpointError(f"{path}: the index names tensor {name!r} but the file lacks it; {_FIX}")
             t = handle[name]
-            self._metas[name] = TensorMeta(tuple(t.shape), t.dtype)
+            if t.is_meta or t.layout != torch.strided or t.is_quantized:
+                self._no_values.add(name)
+            self._metas[name] = TensorMeta(tuple(t.shape), t.dtype, "meta" if t.is_meta else "cpu")
 
 
-def _first_line(e: BaseException) -> str:
+def _first_line(e: BaseException, limit: int = 200) -> str:
+    """The first line of a library's message, cut at ``limit`` characters (safetensors lists every dtype)."""
     text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
+    line = text[0] if text else type(e).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def _from_files(paths: list[Path], label: str) -> Source:
-    cls = SafetensorsSource if paths[0].suffix == ".safetensors" else TorchSource
+    cls = SafetensorsSource if paths[0].suffix == SAFETENSORS_SUFFIX else TorchSource
     return cls.from_paths(paths, label=label)
 
 
 def _from_index(index: Path, label: str) -> Source:
-    try:
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{index}: not a shard index (no readable 'weight_map': {_first_line(e)}); {_FIX}") from e
-    files = {name: index.parent / shard for name, shard in weight_map.items()}
-    for name, path in files.items():
-        if not path.is_file():
-            users = sum(1 for p in files.values() if p == path)
-            raise CheckpointError(
-                f"{index}: names shard {path.name} (for {name!r} and {users - 1} other tensors) but {path} does "
-                f"not exist; the download is incomplete: fetch the missing shard or save the checkpoint again"
-            )
-    torch_shards = [p for p in files.values() if p.suffix != ".safetensors"]
+    files = shard_files(index)
+    torch_shards = [p for p in files.values() if p.suffix != SAFETENSORS_SUFFIX]
     cls = TorchSource if torch_shards else SafetensorsSource
     return cls(files, label=label)
 
 
+def _found(path: Path, pattern: str, roots: tuple[Path, ...]) -> list[Path]:
+    """Files matching ``pattern`` in ``path``, each checked by the folder rule (a link may lead out)."""
+    return [check_inside(p, roots, f"{path}: {p.name}") for p in sorted(path.glob(pattern))]
+
+
 def _from_dir(path: Path, label: str) -> Source:
+    roots = allowed_roots(path)
     for pattern in ("model.safetensors.index.json", "*.safetensors.index.json"):
-        found = sorted(path.glob(pattern))
+        found = _found(path, pattern, roots)
         if found:
             return _from_index(found[0], label)
-    safetensors = sorted(path.glob("*.safetensors"))
+    safetensors = _found(path, "*.safetensors", roots)
     if safetensors:
         return _from_files(safetensors, label)
     for pattern in ("pytorch_model.bin.index.json", "*.bin.index.json"):
-        found = sorted(path.glob(pattern))
+        found = _found(path, pattern, roots)
         if found:
             return _from_index(found[0], label)
-    bins = sorted(path.glob("pytorch_model*.bin")) or sorted(path.glob("model*.bin"))
+    bins = _found(path, "pytorch_model*.bin", roots) or _found(path, "model*.bin", roots)
     if bins:
         return _from_files(bins, label)
     raise CheckpointError(
@@ -259,6 +258,20 @@ def open_checkpoint(ref: str | os.PathLike[str]) -> Source:
     ['lm_head.weight']
     """
     label = os.fspath(ref)
+    if not label.strip():
+        raise ModelNotFoundError(
+            "an empty checkpoint reference: pass a checkpoint directory, a .safetensors or .bin file, or a hub id "
+            "(org/name)"
+        )
+    source = _open_path(label)
+    if not source.metas():
+        source.close()
+        raise CheckpointError(f"{label}: holds no tensors, so there is nothing to compare; pass a checkpoint "
+                              "with weights (is it the right file?)")
+    return source
+
+
+def _open_path(label: str) -> Source:
     path = Path(label).expanduser()
     if not path.exists():
         if _HUB_ID.match(label) and not label.startswith("."):
@@ -272,7 +285,7 @@ def open_checkpoint(ref: str | os.PathLike[str]) -> Source:
         return _from_dir(path, label)
     if path.name.endswith(".index.json"):
         return _from_index(path, label)
-    if path.suffix == ".safetensors" or path.suffix in _TORCH_SUFFIXES:
+    if path.suffix == SAFETENSORS_SUFFIX or path.suffix in TORCH_SUFFIXES:
         return _from_files([path], label)
     raise CheckpointError(
         f"{label}: not a checkpoint (expected a directory, *.safetensors, *.bin or *.index.json, got "

@@ -7,6 +7,12 @@ A tensor on one side only is a difference unless it is a known recomputable buff
 e.g. ``rotary_emb.inv_freq``) or a tied ``lm_head.weight`` equal to the other side's embedding; those
 are listed in ``recomputable``. Tensors matching ``ignore`` are listed in ``ignored`` and not compared.
 
+One equality rule for every kind of input: **bitwise unless a tolerance is given** (``-0.0`` and ``+0.0``
+differ, as do NaNs with different payloads, whether values or digests are compared); with ``rtol``/``atol``
+values are compared numerically (see :mod:`.diffing`), which needs values on both sides. The result's
+``verdict`` is ``"identical"`` only when every value was compared; tensors whose values cannot be read
+(meta, sparse) make it ``"not_proven"``.
+
 >>> import torch
 >>> a = {"w": torch.zeros(3), "b": torch.ones(2)}
 >>> r = compare(a, {"w": torch.tensor([0.0, 0.25, 0.0])})
@@ -63,13 +69,13 @@ def _pattern(ignore: str | re.Pattern[str] | Iterable[str] | None) -> re.Pattern
     try:
         return re.compile(text)
     except re.error as e:
-        raise InvalidArgumentError(f"--ignore {text!r}: not a regular expression ({e}); escape dots as \\.") from e
+        raise InvalidArgumentError.bad("ignore", text, f"not a regular expression ({e}); escape dots as \\.") from e
 
 
 def _check_options(rtol: float, atol: float, device: torch.device | str | None) -> torch.device | None:
     for option, value in (("rtol", rtol), ("atol", atol)):
         if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise InvalidArgumentError(f"{option} {value!r}: must be a finite number >= 0 (0 compares exactly)")
+            raise InvalidArgumentError.bad(option, value, "must be a finite number >= 0 (0 compares exactly)")
     if device is None:
         return None
     try:
@@ -78,7 +84,7 @@ def _check_options(rtol: float, atol: float, device: torch.device | str | None) 
         raise InvalidArgumentError(f"device {device!r}: not a torch device; use cpu or cuda") from e
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InvalidArgumentError(
-            f"device {device!r}: CUDA is not available here (torch.cuda.is_available() is False); use --device cpu"
+            f"device {device!r}: CUDA is not available here (torch.cuda.is_available() is False); use cpu"
         )
     return dev
 
@@ -197,6 +203,15 @@ class _Comparison:
         return (0, 0.0, ()) if da == db else (None, None, ())
 
 
+def _check_tolerance_sources(a: Source, b: Source, rtol: float, atol: float) -> None:
+    if (rtol or atol) and (isinstance(a, SnapshotSource) or isinstance(b, SnapshotSource)):
+        which = "base" if isinstance(a, SnapshotSource) else "target"
+        raise InvalidArgumentError(
+            f"rtol {rtol:g} / atol {atol:g}: the {which} is a Snapshot, which holds digests of the bytes, not values; "
+            "compare without a tolerance (bitwise), or pass the model, state_dict or checkpoint itself"
+        )
+
+
 def _digested(source: Source) -> SnapshotSource:
     try:
         with torch.no_grad():
@@ -215,8 +230,12 @@ def compare(a: object, b: object, *, rtol: float = 0.0, atol: float = 0.0, base_
     searched in each name) skips tensors; ``fuse_experts`` presents per-expert MoE tensors (v4 layout)
     as transformers 5's fused ones; ``device`` moves the windows of values there (default: where the base
     tensor lives); ``progress(done, total)`` is called per tensor pair. Checkpoints are streamed.
-    When one side is a Snapshot, the other is digested and digests are compared: any change of bytes is
-    a value mismatch (tolerances cannot apply), reported without a max abs diff.
+    Without a tolerance, equality is bitwise for every input (``-0.0 != +0.0``; NaNs equal only with equal
+    payloads); with ``rtol``/``atol`` an element differs when ``|t - b| > atol + rtol * |b|`` (NaN equals
+    NaN). When one side is a Snapshot, the other is digested and digests are compared: any change of bytes
+    is a value mismatch, reported without a max abs diff; a tolerance is refused there (a snapshot holds no
+    values). ``result.verdict`` is ``"identical"``, ``"different"`` or ``"not_proven"`` (nothing differs,
+    but some values could not be read: meta or sparse tensors).
 
     >>> import torch
     >>> base = {"transformer.w": torch.ones(2), "rotary_emb.inv_freq": torch.ones(1)}
@@ -230,14 +249,15 @@ def compare(a: object, b: object, *, rtol: float = 0.0, atol: float = 0.0, base_
     src_b = None
     try:
         src_b = as_source(b, what="target")
+        _check_tolerance_sources(src_a, src_b, rtol, atol)
         if isinstance(src_a, SnapshotSource) != isinstance(src_b, SnapshotSource):
             # only digests on one side: digest the other side once (one host transfer), then compare digests
             if isinstance(src_a, SnapshotSource):
                 src_b = _digested(src_b)
             else:
                 src_a = _digested(src_a)
-        mapped_a = MappedSource.build(src_a, prefix=base_prefix, option="--base-prefix", fuse_experts=fuse_experts)
-        mapped_b = MappedSource.build(src_b, prefix=target_prefix, option="--target-prefix", fuse_experts=fuse_experts)
+        mapped_a = MappedSource.build(src_a, prefix=base_prefix, option="base_prefix", fuse_experts=fuse_experts)
+        mapped_b = MappedSource.build(src_b, prefix=target_prefix, option="target_prefix", fuse_experts=fuse_experts)
         with torch.no_grad():
             return _Comparison(mapped_a, mapped_b, rtol=rtol, atol=atol, ignore=pattern, device=dev,
                                progress=progress).run()

@@ -3,10 +3,19 @@
 Each window (at most ``WINDOW_BYTES`` of either side, never crossing a segment or expert boundary) is
 first compared byte for byte: ``memcmp`` on the CPU (``torch.equal`` runs at a fraction of memory
 bandwidth there), ``torch.equal`` on integer views elsewhere. Only the chunks of ``CHUNK_ELEMS`` whose
-bytes differ (all chunks when the dtypes differ) are compared numerically, in float32 (exact for every
-float of 32 bits or less; float64 for float64, int64 for integers, complex128 for complex): an element
-differs when ``|t - b| > atol + rtol * |b|`` (``t != b`` when both are 0); NaN equals NaN, and a NaN or
-inf facing a different value is an infinite difference.
+bytes differ (all chunks when the dtypes differ) are examined element by element.
+
+The equality rule, the same for every input (tensors, checkpoints, and the digests of snapshots):
+
+- **exact (``rtol = atol = 0``, the default): bitwise.** An element differs when its bytes differ, so
+  ``-0.0`` differs from ``+0.0`` and two NaNs with different payloads differ (each with an absolute
+  difference of 0); a snapshot's digest, which is computed from the bytes, agrees.
+- **with a tolerance: numeric.** An element differs when ``|t - b| > atol + rtol * |b|``; ``-0.0`` equals
+  ``+0.0`` and NaN equals NaN. Snapshots hold no values, so a tolerance with a snapshot is refused.
+
+Absolute differences are computed in float32 (exact for every float of 32 bits or less; float64 for
+float64, int64 for integers, complex128 for complex); a NaN or inf facing a different value is an
+infinite difference. Tensors of different dtypes are compared numerically after promotion.
 
 >>> import torch
 >>> from .sources import MemorySource
@@ -94,8 +103,23 @@ def _compute_dtype(a: torch.dtype, b: torch.dtype) -> torch.dtype:
     return torch.int64
 
 
+def bits_differ(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per element of two equal-length 1-D chunks of one dtype: whether their bytes differ.
+
+    >>> bits_differ(torch.tensor([0.0, 1.0]), torch.tensor([-0.0, 1.0])).tolist()
+    [True, False]
+    """
+    if x.dtype == torch.bool:
+        return x != y
+    view = _INT_VIEW.get(x.element_size())
+    if view is None:  # complex128: two 8-byte words per element
+        return (x.view(torch.int64).view(-1, 2) != y.view(torch.int64).view(-1, 2)).any(dim=1)
+    return x.view(view) != y.view(view)
+
+
 def chunk_stats(x: torch.Tensor, y: torch.Tensor, rtol: float, atol: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(differing count, max abs diff) of two equal-length 1-D chunks, as 0-d tensors on their device."""
+    """(differing count, max abs diff) of two equal-length 1-D chunks, as 0-d tensors on their device; the
+    equality rule is the module docstring's (bitwise without a tolerance, numeric with one)."""
     dt = _compute_dtype(x.dtype, y.dtype)
     xc, yc = x.to(dt), y.to(dt)
     diff = (yc - xc).abs()
@@ -106,7 +130,7 @@ def chunk_stats(x: torch.Tensor, y: torch.Tensor, rtol: float, atol: float) -> t
             same = (xc == yc) | (xc.isnan() & yc.isnan())
             diff = torch.where(undefined & same, 0.0, diff).nan_to_num(nan=math.inf, posinf=math.inf)
     if rtol == 0 and atol == 0:
-        bad = diff != 0
+        bad = bits_differ(x, y) if x.dtype == y.dtype else diff != 0
     else:
         bad = diff > atol + rtol * xc.abs().to(diff.dtype)
     return bad.sum(), diff.max().to(torch.float64)

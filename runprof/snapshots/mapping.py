@@ -59,17 +59,16 @@ class View:
 def strip_prefix(names: list[str], prefix: str | None, option: str) -> dict[str, str]:
     """``{new_name: old_name}`` with ``prefix`` removed where present; two names that collide are an error.
 
-    >>> strip_prefix(["transformer.h.0.w", "lm_head.weight"], "transformer.", "--base-prefix")
+    >>> strip_prefix(["transformer.h.0.w", "lm_head.weight"], "transformer.", "base_prefix")
     {'h.0.w': 'transformer.h.0.w', 'lm_head.weight': 'lm_head.weight'}
     """
     out: dict[str, str] = {}
     for name in names:
         new = name[len(prefix):] if prefix and name.startswith(prefix) else name
         if new in out:
-            raise InvalidArgumentError(
-                f"{option} {prefix!r}: {out[new]!r} and {name!r} both become {new!r}; choose a prefix that "
-                "only one of them carries"
-            )
+            raise InvalidArgumentError.bad(
+                option, prefix, f"{out[new]!r} and {name!r} both become {new!r}; choose a prefix that only one of "
+                "them carries")
         out[new] = name
     return out
 
@@ -87,7 +86,7 @@ class MappedSource(Source):
         }
 
     @classmethod
-    def build(cls, inner: Source, *, prefix: str | None = None, option: str = "--prefix",
+    def build(cls, inner: Source, *, prefix: str | None = None, option: str = "prefix",
               fuse_experts: bool = False) -> MappedSource:
         """Strip ``prefix`` from names, then (``fuse_experts``) present per-expert tensors as fused ones."""
         metas = inner.metas()

@@ -3,9 +3,16 @@
 Numbers stay numbers (bytes, element counts, absolute differences); ``None`` means "not known" (a
 maximum difference is unknown when only digests were at hand). ``from_dict(to_dict(r)) == r``.
 
+The ``verdict`` is one of ``VERDICTS``: ``"different"`` when any difference section has an entry,
+``"not_proven"`` when nothing differs but some tensors' values could not be read (meta or sparse tensors,
+snapshots without digests: ``totals.values_unknown``), else ``"identical"``. ``identical`` is True only for
+``"identical"``: every value was compared and equal.
+
 >>> r = CompareResult(base="a", target="b")
->>> r.identical, CompareResult.from_dict(r.to_dict()) == r
-(True, True)
+>>> r.verdict, r.identical, CompareResult.from_dict(r.to_dict()) == r
+('identical', True, True)
+>>> CompareResult(base="a", target="b", totals=CompareTotals(compared=2, equal=1, values_unknown=1)).verdict
+'not_proven'
 """
 from __future__ import annotations
 
@@ -15,6 +22,7 @@ from typing import Any, Mapping
 SCHEMA = "runprof/1"
 SECTIONS: tuple[str, ...] = ("only_in_base", "only_in_target", "shape_mismatch", "dtype_mismatch", "value_mismatch")
 """The sections that count as differences, in report order."""
+VERDICTS: tuple[str, ...] = ("identical", "different", "not_proven")
 
 
 @dataclass(frozen=True)
@@ -123,14 +131,23 @@ class CompareResult:
         return sum(len(getattr(self, s)) for s in SECTIONS)
 
     @property
+    def verdict(self) -> str:
+        """``"different"``, ``"not_proven"`` (nothing differs, some values unknown) or ``"identical"``."""
+        if self.differences:
+            return "different"
+        return "not_proven" if self.totals.values_unknown else "identical"
+
+    @property
     def identical(self) -> bool:
-        """True when nothing differs beyond the recomputable and ignored tensors."""
-        return self.differences == 0
+        """True when every compared value was read and equal, and nothing differs beyond the recomputable and
+        ignored tensors (``verdict == "identical"``)."""
+        return self.verdict == "identical"
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict: the sections, totals, and the derived ``identical``/``verdict``/``differences``."""
         out: dict[str, Any] = {"schema": SCHEMA, "kind": "compare", "base": self.base, "target": self.target,
                                "rtol": self.rtol, "atol": self.atol, "identical": self.identical,
-                               "differences": self.differences}
+                               "verdict": self.verdict, "differences": self.differences}
         for name in (*SECTIONS, "recomputable", "ignored"):
             out[name] = [_entry_to_dict(e) for e in getattr(self, name)]
         out["totals"] = _entry_to_dict(self.totals)
@@ -138,6 +155,7 @@ class CompareResult:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> CompareResult:
+        """The inverse of :meth:`to_dict` (``identical``, ``verdict`` and ``differences`` are derived)."""
         kinds = {"only_in_base": TensorEntry, "only_in_target": TensorEntry, "shape_mismatch": ShapeMismatch,
                  "dtype_mismatch": DtypeMismatch, "value_mismatch": ValueMismatch,
                  "recomputable": SkippedTensor, "ignored": SkippedTensor}

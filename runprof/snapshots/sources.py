@@ -17,10 +17,14 @@ from typing import TYPE_CHECKING, Iterator, Mapping
 
 import torch
 
+from ..errors import CheckpointError  # noqa: F401 - re-exported: the sources raise it
+
 if TYPE_CHECKING:
     from .fingerprint import Snapshot
 
 log = logging.getLogger("runprof")
+
+
 
 
 def dtype_name(dtype: torch.dtype) -> str:

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
+import re
 from collections import Counter
 from typing import Any
 
@@ -30,24 +32,42 @@ log = logging.getLogger("runprof")
 ModelLike = Any  # nn.Module | PretrainedConfig | str | os.PathLike | dict
 
 
-def build_meta_model(config: Any, dtype: torch.dtype | None = None) -> nn.Module:
+def build_meta_model(config: Any, dtype: torch.dtype | None = None, *, name: str | None = None) -> nn.Module:
     """The causal LM for ``config`` on the meta device: shapes and dtypes, no storage.
 
     Uses ``torch.device("meta")`` rather than ``accelerate.init_empty_weights`` (which allocates fused
-    experts on the CPU first and unties some lm_heads).
+    experts on the CPU first and unties some lm_heads). A config transformers cannot build (no causal-LM
+    class, sizes that are negative, fractional, or overflow a tensor's storage) is one
+    :class:`~runprof.errors.RunprofError` line naming ``name`` (the config's model_type by default).
     """
     from transformers import AutoModelForCausalLM
 
+    label = name or getattr(config, "model_type", None) or type(config).__name__
     kwargs: dict[str, Any] = {} if dtype is None else {"dtype": dtype}
     try:
         with torch.device("meta"):
             return AutoModelForCausalLM.from_config(config, **kwargs)
     except ValueError as e:
-        model_type = getattr(config, "model_type", "?")
-        raise UnsupportedModelError(
-            f"model_type {model_type!r} has no causal-LM class in this transformers version "
-            f"({type(config).__name__}); runprof counts causal LMs"
-        ) from e
+        if "Unrecognized configuration class" in str(e):
+            raise UnsupportedModelError(
+                f"{label}: model_type {getattr(config, 'model_type', '?')!r} has no causal-LM class in this "
+                f"transformers version ({type(config).__name__}); runprof counts causal LMs") from e
+        raise _unbuildable(label, e, dtype) from e
+    except Exception as e:  # noqa: BLE001 - a config's sizes can break transformers in many ways
+        raise _unbuildable(label, e, dtype) from e
+
+
+def _unbuildable(label: str, e: BaseException, dtype: torch.dtype | None) -> InvalidArgumentError:
+    sizes = re.search(r"sizes=\[([\d, ]+)\]", str(e))
+    if sizes:
+        numel = math.prod(int(d) for d in sizes[1].split(","))
+        need = numel * (dtype or torch.get_default_dtype()).itemsize
+        return InvalidArgumentError(
+            f"{label}: one [{sizes[1]}] tensor of this config alone would need {need:.2e} bytes, more than any "
+            "memory holds; check hidden_size, intermediate_size and vocab_size in the config")
+    text = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    return InvalidArgumentError(f"{label}: transformers cannot build this config ({type(e).__name__}: {text}); "
+                                "check its sizes (hidden_size, num_attention_heads, vocab_size, ...)")
 
 
 def model_name(model: nn.Module) -> str:

@@ -221,7 +221,8 @@ class Tracker:
             from ..snapshots import compare, snapshot
 
             diff = compare(self._weights_before, snapshot(self.model))
-            extra["weights_changed"] = not diff.identical
+            # None: some values could not be read (offloaded meta weights), so "unchanged" is not proven
+            extra["weights_changed"] = None if diff.verdict == "not_proven" else diff.verdict == "different"
             extra["weights_diff"] = diff.to_dict()
         return extra
 
