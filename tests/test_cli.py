@@ -82,7 +82,7 @@ def test_shipped_routing_is_not_random(shipped):
     """First-choice repeat rate on examples/prompt.txt beats the random 1/E by >= 5 points in some layer."""
     model, tok = shipped.model, shipped.tokenizer
     ids = tok(open(PROMPT, encoding="utf-8").read(), return_tensors="pt")["input_ids"]
-    with torch.inference_mode(), runprof.track(model) as t:
+    with torch.inference_mode(), runprof.track(model, trace=True, weights=True) as t:
         model(ids)
     e = t.result.moe.num_experts
     rates = []

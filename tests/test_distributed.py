@@ -117,7 +117,7 @@ def test_merged_result_is_the_exact_sum_of_single_runs(ranks: list[dict[str, Any
     assert _no_wall(rt) == _no_wall(combined.runtime) and merged.reconcile == combined.reconcile
     assert rt.expert_load == tuple(tuple(x + y for x, y in zip(la, lb)) for la, lb in zip(a.expert_load, b.expert_load))
     # prefill 1x6 + 2x5 = 16 tokens; decode 1x3 + 2x3 = 9 tokens
-    assert rt.tokens == {"prefill": 16, "decode": 9} == {p: a.tokens[p] + b.tokens[p] for p in a.tokens}
+    assert rt.tokens == {"prefill": 16, "decode": 9, "train": 0} == {p: a.tokens[p] + b.tokens[p] for p in a.tokens}
     assert all(sum(load) == 25 * 2 for load in rt.expert_load)  # (16 + 9) tokens x k=2 per layer
     for conv in rt.active_params_per_token:
         sa, sb = a.active_params_per_token[conv], b.active_params_per_token[conv]

@@ -235,7 +235,7 @@ def test_stats_of_a_tracked_run_equal_a_hand_count_from_the_trace():
 
     model = tiny_model("mixtral")
     ids = torch.arange(3, 3 + 2 * 6).reshape(2, 6)
-    with torch.inference_mode(), runprof.track(model) as t:
+    with torch.inference_mode(), runprof.track(model, trace=True, weights=True) as t:
         model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=4, min_new_tokens=4,
                        do_sample=False, pad_token_id=0)
     r = routing_stats(t.trace)

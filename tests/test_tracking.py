@@ -84,7 +84,7 @@ def _check_against_trace(r: TrackResult, trace: RoutingTrace) -> None:
 def test_every_moe_architecture_measures_exactly(model_type):
     prompt, new = (PROMPT_LEN, NEW_TOKENS) if model_type in NAMED else (8, 3)
     model = _prepare(tiny_model(model_type))
-    with runprof.track(model) as t:
+    with runprof.track(model, trace=True) as t:
         _generate(model, prompt=prompt, new=new)
     r = t.result
     assert r.moe is not None and r.moe.moe_layers >= 1
@@ -92,7 +92,7 @@ def test_every_moe_architecture_measures_exactly(model_type):
     steps = r.runtime.steps
     assert steps[0].phase == "prefill" and steps[0].tokens == prompt
     assert [s.phase for s in steps[1:]] == ["decode"] * (new - 1)
-    assert r.runtime.tokens == {"prefill": prompt, "decode": new - 1}
+    assert r.runtime.tokens == {"prefill": prompt, "decode": new - 1, "train": 0}
     if model_type in BY_DESIGN:
         _check_against_trace(r, t.trace)
     else:
@@ -177,7 +177,7 @@ def test_dense_model_active_equals_total(model_type):
     rt = t.result.runtime
     assert t.result.moe is None
     assert rt.active_params_per_token["all"].min == rt.active_params_per_token["all"].max == t.result.params.total
-    assert rt.tokens == {"prefill": 4, "decode": 0}
+    assert rt.tokens == {"prefill": 4, "decode": 0, "train": 0}
 
 
 def test_padding_is_not_counted():
@@ -188,7 +188,7 @@ def test_padding_is_not_counted():
     with runprof.track(model) as t:
         model.generate(ids, attention_mask=mask, max_new_tokens=3, min_new_tokens=3, do_sample=False, pad_token_id=0)
     rt = t.result.runtime
-    assert rt.tokens == {"prefill": 2 * 10 - 4, "decode": 2 * 2}
+    assert rt.tokens == {"prefill": 2 * 10 - 4, "decode": 2 * 2, "train": 0}
     k = rt.top_k["measured"]
     assert all(sum(load) == (16 + 4) * k for load in rt.expert_load)
 
@@ -321,7 +321,7 @@ def test_unused_module_is_reported():
 def test_distinct_experts_per_step_and_union():
     """experts touched per step and layer, and params touched per step and per run, from the trace by hand."""
     model = tiny_model("mixtral", num_local_experts=8)
-    with runprof.track(model) as t:
+    with runprof.track(model, trace=True) as t:
         _generate(model)
     r, trace = t.result, t.trace
     ppe, e = r.moe.params_per_expert, r.moe.num_experts
@@ -339,34 +339,53 @@ def test_distinct_experts_per_step_and_union():
     assert r.runtime.params_touched == base + sum(len(u) for u in union_run) * ppe
 
 
-class _Spy(torch.Tensor):
-    """A tensor that records every torch function applied to it (to prove hooks never sync)."""
+class _Recording(torch.overrides.TorchFunctionMode):
+    """Records the name of every torch function and tensor method called while it is active."""
 
-    calls: list[str] = []
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
 
-    @classmethod
-    def __torch_function__(cls, func, types, args=(), kwargs=None):
-        cls.calls.append(getattr(func, "__name__", str(func)))
-        return super().__torch_function__(func, types, args, kwargs or {})
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.calls.append(getattr(func, "__name__", str(func)))
+        return func(*args, **(kwargs or {}))
 
 
-def test_hooks_touch_only_device_tensors():
-    """The hook bodies run no host sync: no item/tolist/cpu/numpy/bool/nonzero/masked indexing."""
+_SYNCS = {"item", "tolist", "cpu", "numpy", "__bool__", "nonzero", "__index__", "__int__", "__float__",
+          "masked_select", "__format__", "__repr__", "synchronize", "to_dense", "__len__"}
+
+
+@pytest.mark.parametrize("compiled_mode", [False, True])
+def test_hooks_and_chunk_reduction_never_sync(compiled_mode):
+    """Every torch call made by the step hook, the routing hook and the chunk reduction (incl. the
+    finished-row bookkeeping inside generate) is recorded: none reads a value back to the host."""
+    from runprof.tracking.capture import Capture, CaptureOptions
+    from runprof.tracking.generation import GenerationInfo
+
     model = tiny_model("mixtral")
-    layer = find_moe_layers(model)[0]
-    steps = StepCollector()
-    collector = RoutingCollector(layer, steps)
-    ids = torch.tensor([[1, 2, 3, 4]]).as_subclass(_Spy)
-    mask = torch.ones(1, 4, dtype=torch.long).as_subclass(_Spy)
-    _Spy.calls.clear()
-    steps(model, (ids,), {"attention_mask": mask, "past_key_values": None})
-    top = torch.tensor([[0, 1], [2, 3], [4, 5], [6, 7]]).as_subclass(_Spy)
-    weights = torch.rand(4, 2).as_subclass(_Spy)
-    collector.pre_hook(layer.experts, (torch.zeros(4, 32), top, weights), {})
-    forbidden = {"item", "tolist", "cpu", "numpy", "__bool__", "nonzero", "__index__", "__int__", "__float__",
-                 "masked_select", "__format__", "__repr__"}
-    assert not forbidden & set(_Spy.calls), _Spy.calls
-    assert collector.capture.ids[0].device == top.device
+    layers = find_moe_layers(model)
+    cap = Capture([x.name for x in layers], [torch.device("cpu")] * 2, [8, 8], [10, 10], 2, torch.device("cpu"),
+                  100, CaptureOptions(compiled=compiled_mode, chunk_steps=2, trace=True, weights=True))
+    steps = StepCollector(cap)
+    collectors = [RoutingCollector(x, i, cap, weights=True) for i, x in enumerate(layers)]
+    ids, mask = torch.tensor([[1, 2, 3, 4]]), torch.ones(1, 4, dtype=torch.long)
+    gen = GenerationInfo(1, 1, 4, None, torch.tensor([2]))
+    with _Recording() as rec:
+        steps(model, (ids,), {"attention_mask": mask})
+        steps.generations[-1] = type(steps.generations[-1])(gen, 1, 4, torch.zeros(1, dtype=torch.bool))
+        for c in collectors:
+            c.pre_hook(c.layer.experts, (torch.zeros(4, 32), torch.tensor([[0, 1], [2, 3], [4, 5], [6, 7]]),
+                                         torch.rand(4, 2)), {})
+        cache = object()
+        for token in (5, 2, 0):  # a live step, the EOS step, a finished row's pad: flushes every 2 steps
+            steps(model, (torch.tensor([[token]]),), {"attention_mask": torch.ones(1, 5, dtype=torch.long),
+                                                      "past_key_values": cache})
+            for c in collectors:
+                c.pre_hook(c.layer.experts, (torch.zeros(1, 32), torch.tensor([[1, 6]]), torch.rand(1, 2)), {})
+    assert rec.calls and not _SYNCS & set(rec.calls), sorted(_SYNCS & set(rec.calls))
+    cap.finish()
+    assert int(cap.tokens.sum()) == 4 + 1  # the prompt and the one live decode step; EOS and pad rows are not
+    assert int(cap.generated) == 1 and int(cap.finished) == 2  # rows computed after the EOS was fed: 2
 
 
 @pytest.fixture

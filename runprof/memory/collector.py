@@ -66,9 +66,11 @@ class MemoryCollector:
             return Reading(end["peak_allocated"])
         return Reading.unknown(Cause.PEAK_BEFORE_RUN, peak_before=start["peak_allocated"])
 
-    def ledger(self, *, cache: Any = None, positions: int = 0, batch: int = 1) -> MemoryLedger:
+    def ledger(self, *, cache: Any = None, positions: int = 0, batch: int = 1,
+               capture: dict[str, int] | None = None) -> MemoryLedger:
         """The ledger of this run (call after exit): ``cache`` is the cache object the run returned,
-        ``positions`` the tokens cached per sequence, ``batch`` the sequences."""
+        ``positions`` the tokens cached per sequence, ``batch`` the sequences, ``capture`` runprof's own
+        bytes per device."""
         gpu = None
         if self.devices and len(self._end) == len(self.devices):
             gpu = {key: GpuReadings(
@@ -82,7 +84,7 @@ class MemoryCollector:
                 nvml_device_used=self._device_used.get(key, Reading.unknown(Cause.NOT_READ)),
             ) for key, start in self._start.items()}
         return build_ledger(self.model, gpu=gpu, cache=cache, positions=positions, batch=batch,
-                            resident=self.resident)
+                            resident=self.resident, capture=capture)
 
 
 def memory_ledger(model: nn.Module, *, cache: Any = None, positions: int = 0, batch: int = 1) -> MemoryLedger:

@@ -2,15 +2,15 @@
 
 Rows marked ``part`` add up to the ``nvml_used`` total (this process's GPU memory as NVML sees it):
 
-    weights + buffers + other_at_load + kv_cache + other_after_run + allocator_slack
+    weights + buffers + other_at_load + kv_cache + runprof_capture + other_after_run + allocator_slack
       + cuda_context_and_other = nvml_used
 
 where ``other_at_load`` = torch allocated at start − weights − buffers, ``other_after_run`` = allocated at the
-end − allocated at start − kv_cache (tensors the run left alive: logits, outputs), ``allocator_slack`` =
+end − allocated at start − kv_cache − runprof_capture (tensors the run left alive: logits, outputs), ``allocator_slack`` =
 reserved − allocated, ``cuda_context_and_other`` = NVML used − reserved (CUDA context, cuBLAS workspaces,
 other libraries). The last is the named remainder. Information rows (``part`` false) sit beside them:
 ``torch_allocated`` (after load), ``kv_cache_estimate`` (from the config), ``activations_peak`` (peak
-allocated during the run − allocated at start), ``nvml_peak``, ``nvml_device_used`` (every process: the
+allocated during the run − allocated at start − runprof_capture), ``nvml_peak``, ``nvml_device_used`` (every process: the
 figure left where a container hides this process from NVML) and ``nvml_device_total``. On CPU the GPU rows
 are null with the cause, and ``process_rss``/``process_rss_peak`` come from /proc.
 
@@ -79,12 +79,14 @@ def _diff(a: Reading, b: Reading | int | None, what: str) -> Reading:
 
 
 def build_ledger(model: nn.Module, *, gpu: Mapping[str, GpuReadings] | None, cache: Any = None,
-                 positions: int = 0, batch: int = 1,
-                 resident: Mapping[str, tuple[int, int]] | None = None) -> MemoryLedger:
+                 positions: int = 0, batch: int = 1, resident: Mapping[str, tuple[int, int]] | None = None,
+                 capture: Mapping[str, int] | None = None) -> MemoryLedger:
     """The ledger: ``gpu`` is None (a model on the CPU: GPU rows null with ``Cause.NOT_CUDA``) or readings per
     device (``{"cuda:0": ..., "cuda:1": ...}``: each device's ledger counts the tensors on that device; ``rows``
     is their total). ``resident`` is :func:`bytes_by_device` when the caller already has it, so the parameters
-    are walked once."""
+    are walked once. ``capture`` is runprof's own bytes per device (the ``runprof_capture`` row: counters,
+    staging and trace buffers, allocated after the start readings, so never booked as the model's)."""
+    capture = dict(capture or {})
     by_dev = dict(resident) if resident is not None else bytes_by_device(model)
     total_params = sum(p for p, _ in by_dev.values())
     kv_dev = cache_bytes_by_device(cache)
@@ -99,6 +101,7 @@ def build_ledger(model: nn.Module, *, gpu: Mapping[str, GpuReadings] | None, cac
         weights, buffers = sum(p for p, _ in on.values()), sum(b for _, b in on.values())
         rows = _static_rows(weights, buffers, _row("kv_cache", sum(kv_dev.values()), "cache", True, kv_cause),
                             estimate)
+        rows.append(_row("runprof_capture", sum(capture.values()), "runprof"))
         rows.append(_offloaded_row(total_params - weights, by_dev, on))
         rss, peak = process_rss()
         rows += [_row(n, None, s, p, Cause.NOT_CUDA) for n, s, p in (
@@ -112,11 +115,13 @@ def build_ledger(model: nn.Module, *, gpu: Mapping[str, GpuReadings] | None, cac
         p, b = by_dev.get(d, (0, 0))
         kv = _row("kv_cache", kv_dev.get(d, 0), "cache", True, kv_cause)
         rows = _static_rows(p, b, kv, Reading.unknown(Cause.ESTIMATE_IN_TOTAL))
-        devices[d] = MemoryLedger(tuple(rows + _gpu_rows(p + b, kv.bytes or 0, readings)))
+        own = capture.get(d, 0)
+        rows.append(_row("runprof_capture", own, "runprof", True))
+        devices[d] = MemoryLedger(tuple(rows + _gpu_rows(p + b, (kv.bytes or 0) + own, own, readings)))
     total = _sum_rows(devices)
     total = [_row("kv_cache_estimate", estimate, "static") if r.name == "kv_cache_estimate" else r for r in total]
     on_gpus = sum(by_dev.get(d, (0, 0))[0] for d in gpu)
-    total.insert(4, _offloaded_row(total_params - on_gpus, by_dev, gpu))
+    total.insert(5, _offloaded_row(total_params - on_gpus, by_dev, gpu))
     return MemoryLedger(tuple(total), devices)
 
 
@@ -133,14 +138,16 @@ def _offloaded_row(offloaded: int, by_dev: Mapping[str, tuple[int, int]], counte
                 meta="meta" in by_dev)
 
 
-def _gpu_rows(resident: int, kv0: int, gpu: GpuReadings) -> list[LedgerRow]:
+def _gpu_rows(resident: int, kept: int, own: int, gpu: GpuReadings) -> list[LedgerRow]:
+    """``kept``: bytes the run left that have rows of their own (cache, runprof's capture); ``own``: runprof's."""
     start = gpu.allocated_start
-    run_base = Reading(start.value + kv0) if start.value is not None else start
+    run_base = Reading(start.value + kept) if start.value is not None else start
+    peak_base = Reading(start.value + own) if start.value is not None else start
     return [
         _row("torch_allocated", start, "torch.cuda"),
         _row("other_at_load", _diff(start, resident, "allocated"), "torch.cuda", True),
         _row("other_after_run", _diff(gpu.allocated_end, run_base, "allocated"), "torch.cuda", True),
-        _row("activations_peak", _diff(gpu.peak_allocated, start, "peak"), "torch.cuda"),
+        _row("activations_peak", _diff(gpu.peak_allocated, peak_base, "peak"), "torch.cuda"),
         _row("allocator_slack", _diff(gpu.reserved_end, gpu.allocated_end, "reserved"), "torch.cuda", True),
         _row("cuda_context_and_other", _diff(gpu.nvml_used, gpu.reserved_end, "NVML used"), "nvml", True),
         _row("nvml_used", gpu.nvml_used, "nvml"),

@@ -18,6 +18,7 @@ LEDGER_ROWS: dict[str, str] = {
     "weights": "Σ numel x element size of unique resident parameters (+ quantization state)",
     "buffers": "",
     "kv_cache": "tensors of the cache object",
+    "runprof_capture": "runprof's own counters and staging buffers",
     "weights_offloaded": "",
     "torch_allocated": "after load, before the run",
     "other_at_load": "allocated at start − weights − buffers",
@@ -71,6 +72,24 @@ _SENTENCES: dict[Cause, Callable[[Mapping[str, Any]], str]] = {
         f"MISMATCH: config.num_experts_per_tok={d['k_config']} but the routers hold k={d['k_router']} and measured "
         f"k={d['k_measured']}; routers copy k at init, so a config change after loading does nothing "
         "(use runprof.set_top_k)"),
+    Cause.ROUTING_NOT_OBSERVED: lambda d: (
+        f"the routing hooks missed {n(d.get('layer_steps'))} layer-steps of {n(d.get('steps'))} steps (a model compiled "
+        "before tracking skips hooks added later: set torch._dynamo.config.skip_nnmodule_hook_guards = False before "
+        "compiling, or call torch._dynamo.reset(); CUDA-graph replay runs no hook): per-token figures not measured"),
+    Cause.ROWS_MISALIGNED: lambda d: f"{n(d.get('layer_steps'))} layer-steps routed other rows than the step computed: "
+                                     "per-token figures not measured",
+    Cause.RECOMPUTED: lambda d: f"{n(d.get('calls'))} routing calls re-ran inside backward (activation checkpointing): "
+                                "the same tokens again, not counted",
+    Cause.NOT_GENERATE: lambda d: "no generate() call was seen: prompt and generated tokens are not defined",
+    Cause.BEAM_LENGTHS: lambda d: "beam search: generate() chooses the returned lengths, which forward hooks do not "
+                                  "see (exact with min_new_tokens = max_new_tokens)",
+    Cause.MIXED_EXPANSION: lambda d: "generate() calls with different num_beams / num_return_sequences",
+    Cause.MODULES_NOT_RECORDED: lambda d: "unused modules are not recorded under torch.compile (a self-removing hook "
+                                          "breaks the graph)",
+    Cause.MODEL_MOVED: lambda d: f"parameters moved from {', '.join(d.get('before', ()))} to "
+                                 f"{', '.join(d.get('after', ()))} inside the region",
+    Cause.STEPS_TRUNCATED: lambda d: f"per-step records kept for the first {n(d.get('kept'))} of {n(d.get('steps'))} "
+                                     "steps (track(max_steps=...)); totals cover every step",
     Cause.ALL_EXPERTS_USED: lambda d: "all experts used at least once",
     Cause.SOME_EXPERTS_UNUSED: lambda d: "some experts were never used in this run",
     Cause.NOT_CUDA: lambda d: "model is on the CPU: no GPU rows",

@@ -16,6 +16,7 @@ from .count import (
     active_per_token,
     convention_offset,
 )
+from .counts import Observation, TokenCounts
 from .memory import LedgerRow, MemoryLedger
 from .reconcile import ReconcileRow, reconcile
 from .run import PHASES, RANK_LOCAL, RuntimeInfo, StepRecord, TrackResult, combined_extra, touched_params
@@ -24,6 +25,6 @@ __all__ = [
     "CONVENTIONS", "GROUPS", "KINDS", "PHASES", "RANK_LOCAL", "SCHEMA", "ByteCounts", "Cause", "CountResult",
     "LayerPattern", "LedgerRow", "MemoryLedger", "ModelInfo", "MoEInfo", "MoELayerInfo", "ParamCounts",
     "ReconcileRow", "RuntimeInfo", "Stat", "StepRecord", "TrackResult", "active_per_token", "check_header",
-    "combined_extra",
+    "combined_extra", "Observation", "TokenCounts",
     "convention_offset", "header", "reconcile", "touched_params",
 ]

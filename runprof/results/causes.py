@@ -18,6 +18,15 @@ class Cause(str, Enum):
     K_CHANGED = "k_changed"  # routers pick k_measured, the static count assumed k_router
     DIFFERS = "differs"  # measured differs from static for no cause runprof can name
     CONFIG_K_IGNORED = "config_k_ignored"  # config k changed after loading; routers copied k at init
+    ROUTING_NOT_OBSERVED = "routing_not_observed"  # routing hooks missed steps; detail: layer_steps, steps
+    ROWS_MISALIGNED = "rows_misaligned"  # a layer routed other rows than the step had; detail: layer_steps
+    RECOMPUTED = "recomputed"  # routing re-run inside backward (activation checkpointing); detail: calls
+    NOT_GENERATE = "not_generate"  # prompt/generated tokens are generate()'s notions: no generate() call seen
+    BEAM_LENGTHS = "beam_lengths"  # beam search: generate picks the returned lengths, which hooks do not see
+    MIXED_EXPANSION = "mixed_expansion"  # generate() calls with different beams/num_return_sequences
+    MODULES_NOT_RECORDED = "modules_not_recorded"  # unused modules are not recorded under torch.compile
+    MODEL_MOVED = "model_moved"  # parameters changed device inside the region; detail: before, after
+    STEPS_TRUNCATED = "steps_truncated"  # per-step records kept for the first max_steps; detail: kept, steps
     ALL_EXPERTS_USED = "all_experts_used"
     SOME_EXPERTS_UNUSED = "some_experts_unused"
     # memory ledger: why a figure is null, or what stands behind it

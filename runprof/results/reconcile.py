@@ -43,8 +43,15 @@ def reconcile(static: CountResult, rt: RuntimeInfo) -> tuple[ReconcileRow, ...]:
     s_all = static.params.active_per_token["all"]
     m = rt.active_params_per_token["all"]
     if m.mean is None:
-        cause = Cause.NOT_MEASURED if sum(rt.tokens.values()) else Cause.NO_TOKENS
-        return (ReconcileRow("active_params_per_token", s_all, None, None, cause),)
+        o = rt.observation
+        cause, detail = Cause.NO_TOKENS, {}
+        if o.missed_layer_steps:
+            cause, detail = Cause.ROUTING_NOT_OBSERVED, {"layer_steps": o.missed_layer_steps, "steps": o.steps}
+        elif o.misaligned_layer_steps:
+            cause, detail = Cause.ROWS_MISALIGNED, {"layer_steps": o.misaligned_layer_steps}
+        elif sum(rt.tokens.values()):
+            cause = Cause.NOT_MEASURED
+        return (ReconcileRow("active_params_per_token", s_all, None, None, cause, detail),)
     rows = [ReconcileRow("active_params_per_token", s_all, m.mean, m.mean - s_all, _active_cause(static, rt))]
     if static.moe is None:
         return tuple(rows)

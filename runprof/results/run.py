@@ -7,10 +7,11 @@ from typing import Any, Mapping
 from ..errors import InvalidArgumentError
 from .common import Stat
 from .count import ByteCounts, CountResult, ModelInfo, MoEInfo, ParamCounts
+from .counts import Observation, TokenCounts
 from .memory import MemoryLedger
 from .reconcile import ReconcileRow, reconcile
 
-PHASES: tuple[str, ...] = ("prefill", "decode")
+PHASES: tuple[str, ...] = ("prefill", "decode", "train")
 
 RANK_LOCAL: tuple[str, ...] = ("steps", "memory", "placement", "weights_diff")
 """What results of several ranks do not merge: each rank's own result keeps it."""
@@ -58,6 +59,9 @@ class RuntimeInfo:
     moe_layer_names: tuple[str, ...]
     forward_calls: int
     wall_s: float
+    counts: TokenCounts | None = None  # prompt / generated tokens, rows computed
+    observation: Observation = field(default_factory=Observation)
+    expert_load_computed: tuple[tuple[int, ...], ...] = ()  # [layer][expert] over every row computed
 
     def stats(self) -> list[Stat]:
         """Every statistic, in a fixed order (conventions, phases, experts per token): what merges pack."""
@@ -88,6 +92,9 @@ class RuntimeInfo:
             "moe_layer_names": list(self.moe_layer_names),
             "forward_calls": self.forward_calls,
             "wall_s": self.wall_s,
+            "counts": None if self.counts is None else self.counts.to_dict(),
+            "observation": self.observation.to_dict(),
+            "expert_load_computed": [list(r) for r in self.expert_load_computed],
         }
 
     @classmethod
@@ -107,6 +114,9 @@ class RuntimeInfo:
             moe_layer_names=tuple(d["moe_layer_names"]),
             forward_calls=d["forward_calls"],
             wall_s=d["wall_s"],
+            counts=None if d["counts"] is None else TokenCounts.from_dict(d["counts"]),
+            observation=Observation.from_dict(d["observation"]),
+            expert_load_computed=tuple(tuple(r) for r in d["expert_load_computed"]),
         )
 
 
@@ -181,7 +191,8 @@ class TrackResult:
                 raise InvalidArgumentError("TrackResult.combine: the results describe different models")
         rts = [r.runtime for r in results]
         stats = [sum(column, Stat()) for column in zip(*(rt.stats() for rt in rts))]
-        loads = tuple(tuple(sum(col) for col in zip(*layer)) for layer in zip(*(rt.expert_load for rt in rts)))
+        loads = _add_loads([rt.expert_load for rt in rts])
+        counts = [rt.counts for rt in rts]
         measured = [rt.top_k.get("measured") for rt in rts if rt.top_k.get("measured") is not None]
         runtime = RuntimeInfo(
             tokens={p: sum(rt.tokens.get(p, 0) for rt in rts) for p in first.runtime.tokens},
@@ -195,6 +206,9 @@ class TrackResult:
             moe_layer_names=first.runtime.moe_layer_names,
             forward_calls=sum(rt.forward_calls for rt in rts),
             wall_s=max(rt.wall_s for rt in rts) if parallel else sum(rt.wall_s for rt in rts),
+            counts=None if any(c is None for c in counts) else sum(counts[1:], counts[0]),
+            observation=combined_observation([rt.observation for rt in rts]),
+            expert_load_computed=_add_loads([rt.expert_load_computed for rt in rts]),
             **first.runtime.with_stats(stats),
         )
         return first.with_runtime(runtime, extra=combined_extra(results))
@@ -203,6 +217,24 @@ class TrackResult:
         """This result's static counts with another runtime (reconcile recomputed, no memory ledger)."""
         return TrackResult(static=self.static, runtime=runtime, reconcile=reconcile(self.static, runtime),
                            memory=None, extra=extra)
+
+
+def _add_loads(loads: list[tuple[tuple[int, ...], ...]]) -> tuple[tuple[int, ...], ...]:
+    if any(len(x) != len(loads[0]) for x in loads):  # a run without routing capture has no loads
+        return ()
+    return tuple(tuple(sum(col) for col in zip(*layer)) for layer in zip(*loads))
+
+
+def combined_observation(obs: list[Observation]) -> Observation:
+    """Several runs' observations: counts add, any compiled/traced run marks the whole, notes are kept once."""
+    notes = []
+    for o in obs:
+        notes += [n for n in o.notes if n not in notes]
+    return Observation(compiled=any(o.compiled for o in obs), trace=all(o.trace for o in obs),
+                       steps=sum(o.steps for o in obs), steps_kept=sum(o.steps_kept for o in obs),
+                       missed_layer_steps=sum(o.missed_layer_steps for o in obs),
+                       misaligned_layer_steps=sum(o.misaligned_layer_steps for o in obs),
+                       recomputed_calls=sum(o.recomputed_calls for o in obs), notes=tuple(notes))
 
 
 def combined_extra(results: tuple[TrackResult, ...]) -> dict[str, Any]:
@@ -224,4 +256,4 @@ def touched_params(static: CountResult, loads: tuple[tuple[int, ...], ...]) -> i
                       for layer, load in zip(static.moe.layers, loads))
 
 
-__all__ = ["PHASES", "RANK_LOCAL", "RuntimeInfo", "combined_extra", "StepRecord", "TrackResult", "touched_params"]
+__all__ = ["PHASES", "RANK_LOCAL", "RuntimeInfo", "combined_extra", "combined_observation", "StepRecord", "TrackResult", "touched_params"]

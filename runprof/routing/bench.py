@@ -231,15 +231,15 @@ def _bench_cell(model: nn.Module, ids: torch.Tensor, k: int, repeats: int, warmu
             if on_generate:
                 on_generate(f"{label} warm-up")
         results, prefill_s, decode_s, trace = [], [], [], None
-        for _ in range(repeats):
-            with track(model, memory=False, modules=False, name=name) as t:
+        for i in range(repeats):  # routing statistics need the first run's per-token trace only
+            with track(model, memory=False, modules=False, name=name, trace=i == 0, weights=i == 0) as t:
                 clock.start()
                 model.generate(ids, **kwargs)
             p, d = clock.prefill_decode_s()
             prefill_s.append(p)
             decode_s.append(d)
             results.append(t.result)
-            trace = t.trace if trace is None else trace
+            trace = t.trace if i == 0 else trace
             if on_generate:
                 on_generate(label)
     rt = results[0].runtime

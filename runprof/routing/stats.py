@@ -103,7 +103,7 @@ def routing_stats(trace: RoutingTrace) -> RoutingStats:
     >>> cfg = MixtralConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
     ...                     num_attention_heads=4, num_key_value_heads=2, vocab_size=128)
     >>> model = AutoModelForCausalLM.from_config(cfg).eval()
-    >>> with runprof.track(model) as t:
+    >>> with runprof.track(model, trace=True) as t:
     ...     _ = model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=4, do_sample=False)
     >>> s = routing_stats(t.trace)
     >>> s.layers[0].tokens, s.layers[0].pairs, sum(s.layers[0].load)  # 3 + 3 tokens, 5 pairs, 6 x k=2

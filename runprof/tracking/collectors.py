@@ -1,124 +1,193 @@
-"""Collectors: the hook bodies. They append references to device tensors and Python ints, nothing more.
+"""Collectors: the hook bodies.
 
-Rules (DESIGN "Cheap"): O(1) Python per call, no host sync (no ``.item()``, ``.tolist()``, ``.cpu()``,
-no boolean-mask indexing, no printing a tensor), data stays on the model's device until ``stop()``, when
-:func:`to_trace` turns it into the frozen :class:`~runprof.tracking.trace.RoutingTrace`.
+Rules (DESIGN "Cheap"): O(1) Python per call, no host sync (no ``.item()``, ``.tolist()``, ``.cpu()``, no
+boolean-mask indexing, no printing a tensor), data stays on the model's device until ``stop()``. The step hook
+on the top module always runs eagerly; the routing hooks run inside a compiled forward when the model is
+compiled, so there they only do device ops (:meth:`Capture.record_compiled`).
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..moe.layer import MoELayer
-from .trace import LayerTrace, RoutingTrace, StepTrace
+from .capture import Capture
+from .counters import PHASES
+from .generation import GenerationInfo, find_generation
 
 log = logging.getLogger("runprof")
 
 
 @dataclass
-class _Step:
-    """One forward call as the hook saw it; ``mask`` stays on the model's device until ``stop()``."""
+class StepMeta:
+    """One forward call as the step hook saw it (kept for the first ``max_steps`` calls)."""
 
     phase: str
     batch: int
     seq: int
-    mask: torch.Tensor | None  # bool [batch * seq], True for real (unpadded) tokens; None = all real
+    generation: int  # index of the generate() call (prefill) this step belongs to
+    t0: float  # perf_counter at the call
+
+
+@dataclass
+class GenerationState:
+    """One ``generate()`` call (or one prefill without it): its config, its real prompt tokens (copies for
+    beams or ``num_return_sequences`` included; a device count), which rows have fed their EOS."""
+
+    info: GenerationInfo | None
+    rows: int
+    prompt: torch.Tensor | int
+    done: torch.Tensor | None  # bool [rows], when generate() gave EOS ids and does not search beams
+    decode_steps: int = 0
+
+
+def _shape(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[torch.Tensor | None, int, int]:
+    ids = kwargs.get("input_ids", args[0] if args else None)
+    if not isinstance(ids, torch.Tensor):
+        ids = kwargs.get("inputs_embeds")
+    if not isinstance(ids, torch.Tensor) or ids.dim() < 2:
+        return (ids if isinstance(ids, torch.Tensor) else None), *((1, int(ids.shape[0])) if isinstance(
+            ids, torch.Tensor) else (0, 0))
+    return ids, int(ids.shape[0]), int(ids.shape[1])
 
 
 class StepCollector:
     """Forward pre-hook on the tracked model: one step per call.
 
-    A call that passes a cache object runprof has not seen yet is a prefill; later calls with the same
-    cache object are decode steps. A call without a cache is a prefill, and when it may create its own
-    cache (``use_cache`` not False), the next call's new cache object continues it (decode).
+    Phase: a call with grad enabled on a model in training mode is a ``train`` forward. Otherwise a call that
+    passes a cache object runprof has not seen yet is a prefill; later calls with the same cache object are
+    decode steps; a call without a cache is a prefill, and when it may create its own cache (``use_cache``
+    not False), the next call's new cache object continues it (decode). Real rows exclude padding (the
+    attention mask) and, inside ``generate()``, rows whose sequence has fed its EOS.
     """
 
-    def __init__(self) -> None:
-        self.steps: list[_Step] = []
+    def __init__(self, capture: Capture, max_steps: int = 10_000) -> None:
+        self.capture = capture
+        self.meta: list[StepMeta] = []
+        self.max_steps = max_steps
+        self.rows = dict.fromkeys(PHASES, 0)  # rows computed per phase (padding, finished rows included)
+        self.generations: list[GenerationState] = []
         self._caches: set[int] = set()
         self._fresh = False
+        capture.implicit = self.implicit_step
 
-    def __call__(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        ids = kwargs.get("input_ids", args[0] if args else None)
-        if not isinstance(ids, torch.Tensor):
-            ids = kwargs.get("inputs_embeds")
-        if not isinstance(ids, torch.Tensor) or ids.dim() < 2:
-            batch, seq = (1, int(ids.shape[0])) if isinstance(ids, torch.Tensor) else (0, 0)
-        else:
-            batch, seq = int(ids.shape[0]), int(ids.shape[1])
-        cache = kwargs.get("past_key_values", kwargs.get("cache"))  # renamed "cache" in transformers 5.24
+    def implicit_step(self, rows: int) -> None:
+        """A routing call seen before any forward of the tracked model (a submodule called directly): one
+        prefill step of ``rows`` rows, all real (eager mode only; under compile such rows are reported missed)."""
+        self._new_generation(rows, 1, None)
+        self.capture.begin_step("prefill", rows, None)
+        self.rows["prefill"] += rows
+        if len(self.meta) < self.max_steps:
+            self.meta.append(StepMeta("prefill", 0, 0, len(self.generations) - 1, time.perf_counter()))
+
+    def _phase(self, module: nn.Module, kwargs: dict[str, Any]) -> str:
+        if module.training and torch.is_grad_enabled():
+            return "train"
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))  # "cache" since transformers 5.24
         if cache is None:
             # the model may create its cache inside this call: the next unseen cache continues this sequence
-            phase, self._fresh = "prefill", kwargs.get("use_cache") is not False
-        else:
-            phase = "decode" if id(cache) in self._caches or self._fresh else "prefill"
-            self._caches.add(id(cache))
-            self._fresh = False
+            self._fresh = kwargs.get("use_cache") is not False
+            return "prefill"
+        phase = "decode" if id(cache) in self._caches or self._fresh else "prefill"
+        self._caches.add(id(cache))
+        self._fresh = False
+        return phase
+
+    def __call__(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        ids, batch, seq = _shape(args, kwargs)
+        phase = self._phase(module, kwargs)
         mask = kwargs.get("attention_mask")
         flat = None
         if isinstance(mask, torch.Tensor) and mask.dim() == 2 and mask.shape[0] == batch and mask.shape[1] >= seq:
-            flat = mask[:, mask.shape[1] - seq :].reshape(-1).bool()
-        self.steps.append(_Step(phase, batch, seq, flat))
+            flat = mask[:, mask.shape[1] - seq:].bool()
+        if phase == "prefill":
+            self._new_generation(batch, seq, flat)
+        elif phase == "decode" and self.generations:
+            self.generations[-1].decode_steps += 1
+            flat = self._live_rows(ids, batch, seq, flat)
+        self.capture.begin_step(phase, batch * seq, None if flat is None else flat.reshape(-1))
+        self.rows[phase] += batch * seq
+        if len(self.meta) < self.max_steps:
+            self.meta.append(StepMeta(phase, batch, seq, len(self.generations) - 1, time.perf_counter()))
+
+    def _new_generation(self, batch: int, seq: int, mask: torch.Tensor | None) -> None:
+        info = find_generation()
+        done = None
+        if info is not None and info.num_beams == 1 and info.eos is not None:
+            done = torch.zeros(batch, dtype=torch.bool, device=info.eos.device)
+        prompt = batch * seq if mask is None else mask.sum()
+        self.generations.append(GenerationState(info, batch, prompt, done))
+
+    def _live_rows(self, ids: torch.Tensor | None, batch: int, seq: int,
+                   mask: torch.Tensor | None) -> torch.Tensor | None:
+        """Decode inside generate(): a row that feeds its EOS has finished; it and its later (pad) inputs are
+        computed but are no tokens. Counts generated tokens and finished rows on the device."""
+        gen = self.generations[-1]
+        if gen.done is None or ids is None or ids.dim() != 2 or batch != gen.rows:
+            return mask
+        gen.done |= torch.isin(ids[:, -1].to(gen.done.device), gen.info.eos)
+        live = ~gen.done
+        cap = self.capture
+        cap.generated += live.sum()
+        cap.finished += gen.done.sum()
+        rows = live[:, None].expand(batch, seq).to(cap.main)
+        return rows if mask is None else mask & rows
 
     @property
-    def current(self) -> int:
-        """Index of the step in progress; a routing call seen before any step (a submodule called
-        directly) opens an implicit prefill step."""
-        if not self.steps:
-            self.steps.append(_Step("prefill", 0, 0, None))
-        return len(self.steps) - 1
+    def steps(self) -> int:
+        return self.capture.n_steps
 
 
-@dataclass
-class _Capture:
-    """Routing captured for one MoE layer: per call, the step index, expert ids and weights (on device)."""
-
-    layer: MoELayer
-    steps: list[int] = field(default_factory=list)
-    ids: list[torch.Tensor] = field(default_factory=list)
-    weights: list[torch.Tensor | None] = field(default_factory=list)
+def in_backward() -> bool:
+    """True while autograd's engine runs (activation checkpointing re-running a forward inside backward);
+    under compilation the check is skipped (the traced graph never runs inside backward)."""
+    return not torch.compiler.is_compiling() and torch._C._current_graph_task_id() != -1
 
 
 class RoutingCollector:
     """Captures the expert ids each token used in one MoE layer, from the layer's adapter.
 
-    Installed as a forward pre-hook on the experts module (``capture == "experts_pre"``) or a forward hook
-    on the router (``"router_out"``). Ids are narrowed to int16 on the device (E < 32768) so long runs keep
-    little memory; nothing is read back until ``stop()``.
+    Installed as a forward pre-hook on the experts module (``capture == "experts_pre"``) or a forward hook on the
+    router (``"router_out"``). A call during backward recomputation (gradient checkpointing) is the same token
+    again: it is counted apart, never captured.
     """
 
-    def __init__(self, layer: MoELayer, steps: StepCollector) -> None:
-        self.capture = _Capture(layer)
-        self._steps = steps
+    def __init__(self, layer: MoELayer, index: int, capture: Capture, *, weights: bool) -> None:
+        self.layer, self.index, self.capture = layer, index, capture
         self._adapter = layer.adapter.bind(layer)
-        self._narrow = torch.int16 if layer.num_experts < 2**15 else torch.int32
+        self._weights = weights
+        self._record = capture.record_compiled if capture.options.compiled else capture.record
 
-    def _record(self, captured: tuple[torch.Tensor, torch.Tensor | None] | None) -> None:
+    def _take(self, captured: tuple[torch.Tensor, torch.Tensor | None] | None) -> None:
         if captured is None:
             return
+        if in_backward():
+            self.capture.checks.recomputed[self.index] += 1
+            return
         ids, weights = captured
-        c = self.capture
-        c.steps.append(self._steps.current)
-        # integer ids never require grad (no detach); one dtype-narrowing copy is the only device op
-        c.ids.append((ids if ids.dim() == 2 else ids.reshape(-1, ids.shape[-1])).to(self._narrow))
-        if weights is not None:
+        ids = ids if ids.dim() == 2 else ids.reshape(-1, ids.shape[-1])
+        if self._weights and weights is not None:
             weights = weights.detach()
             weights = weights if weights.dim() == 2 else weights.reshape(-1, weights.shape[-1])
-        c.weights.append(weights)
+        else:
+            weights = None
+        self._record(self.index, ids, weights)
 
     def pre_hook(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        self._record(self._adapter.from_experts_inputs(args, kwargs))
+        self._take(self._adapter.from_experts_inputs(args, kwargs))
 
     def post_hook(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
-        self._record(self._adapter.from_router_output(output))
+        self._take(self._adapter.from_router_output(output))
 
 
 class ModuleCollector:
-    """Which modules with parameters ran: a pre-hook per module that removes itself on its first call."""
+    """Which modules with parameters ran: a pre-hook per module that removes itself on its first call (eager
+    only: a self-removing hook breaks a compiled graph, so under torch.compile this is not recorded)."""
 
     def __init__(self) -> None:
         self.ran: set[str] = set()
@@ -132,47 +201,4 @@ class ModuleCollector:
         return hook
 
 
-def to_trace(steps: StepCollector, routing: list[RoutingCollector]) -> RoutingTrace:
-    """The frozen CPU trace: step masks in one transfer, then each layer's ids concatenated on its device and
-    copied once (runs after the hooks are off)."""
-    cpu_steps = _steps_to_cpu(steps.steps)
-    layers = tuple(_capture_to_cpu(rc.capture, cpu_steps) for rc in routing)
-    return RoutingTrace(tuple(rc.capture.layer.name for rc in routing), cpu_steps, layers)
-
-
-def _steps_to_cpu(steps: list[_Step]) -> tuple[StepTrace, ...]:
-    masks = [s.mask for s in steps if s.mask is not None]
-    flat = iter(torch.cat([m.to(masks[0].device) for m in masks]).cpu().split([m.numel() for m in masks])
-                if masks else ())
-    return tuple(StepTrace(s.phase, s.batch, s.seq, None if s.mask is None else next(flat)) for s in steps)
-
-
-def _capture_to_cpu(capture: _Capture, steps: tuple[StepTrace, ...]) -> LayerTrace:
-    layer = capture.layer
-    k = max((t.shape[1] for t in capture.ids), default=0)
-    if not capture.ids:
-        empty = torch.zeros(0, dtype=torch.long)
-        return LayerTrace(layer.name, layer.num_experts, layer.params_per_expert,
-                          torch.zeros(0, k, dtype=torch.long), None, empty, empty, torch.zeros(0, dtype=torch.bool))
-    ids = torch.cat([_pad_k(t, k) for t in capture.ids]).cpu().long()
-    weights = None
-    if all(w is not None and w.shape == i.shape for w, i in zip(capture.weights, capture.ids)):
-        weights = torch.cat([_pad_k(w.float(), k, 0.0) for w in capture.weights]).cpu()
-    counts = torch.tensor([t.shape[0] for t in capture.ids], dtype=torch.long)
-    step = torch.repeat_interleave(torch.tensor(capture.steps, dtype=torch.long), counts)
-    starts = torch.cumsum(counts, 0) - counts
-    position = torch.arange(int(counts.sum())) - torch.repeat_interleave(starts, counts)
-    real = torch.cat([_mask_for(steps, s, t.shape[0]) for s, t in zip(capture.steps, capture.ids)])
-    return LayerTrace(layer.name, layer.num_experts, layer.params_per_expert, ids, weights, step, position, real)
-
-
-def _mask_for(steps: tuple[StepTrace, ...], s: int, n: int) -> torch.Tensor:
-    """The padding mask of step ``s`` for ``n`` rows (all real when the rows are not ``batch x seq``)."""
-    mask = steps[s].mask if 0 <= s < len(steps) else None
-    return mask if mask is not None and mask.numel() == n else torch.ones(n, dtype=torch.bool)
-
-
-def _pad_k(t: torch.Tensor, k: int, fill: float | int = -1) -> torch.Tensor:
-    if t.shape[1] == k:
-        return t
-    return torch.cat([t, torch.full((t.shape[0], k - t.shape[1]), fill, dtype=t.dtype, device=t.device)], dim=1)
+__all__ = ["GenerationState", "ModuleCollector", "RoutingCollector", "StepCollector", "StepMeta", "in_backward"]

@@ -31,7 +31,17 @@ import torch
 from torch import nn
 
 from ..errors import TrackingError
-from ..results import PHASES, RANK_LOCAL, RuntimeInfo, Stat, TrackResult, combined_extra, touched_params
+from ..results import (
+    PHASES,
+    RANK_LOCAL,
+    Observation,
+    RuntimeInfo,
+    Stat,
+    TokenCounts,
+    TrackResult,
+    combined_extra,
+    touched_params,
+)
 
 log = logging.getLogger("runprof")
 
@@ -111,7 +121,8 @@ def _max_vector(r: TrackResult) -> list[float]:
     vec = [float(rt.wall_s), float(rt.top_k.get("measured") or -1), -1.0 if changed is None else float(changed)]
     for s in rt.stats():
         vec += [-math.inf, -math.inf] if s.min is None else [-float(s.min), float(s.max)]
-    layout = (rt.moe_layer_names, tuple(len(load) for load in rt.expert_load), len(rt.stats()))
+    layout = (rt.moe_layer_names, tuple(len(load) for load in rt.expert_load),
+              tuple(len(load) for load in rt.expert_load_computed), len(rt.stats()))
     for check in (r.params.total, _crc(layout), _crc(rt.unused_modules)):
         vec += [float(check), -float(check)]
     return vec
@@ -129,13 +140,41 @@ def _check_agreement(mx: list[float]) -> bool:
     return same[2]
 
 
+_COUNTS = ("prompt", "generated", "sequences")  # may be None: packed as (value, is-None)
+
+
 def _sum_vector(rt: RuntimeInfo) -> list[int]:
     vec = [int(rt.tokens.get(p, 0)) for p in PHASES] + [rt.forward_calls]
     for s in rt.stats():
         vec += [int(s.total), int(s.count)]
-    for load in rt.expert_load:
+    for load in (*rt.expert_load, *rt.expert_load_computed):
         vec += load
+    c, o = rt.counts, rt.observation
+    if c is None:
+        vec += [0, 1] * len(_COUNTS) + [0] * (len(PHASES) + 3)
+    else:
+        for name in _COUNTS:
+            value = getattr(c, name)
+            vec += [0, 1] if value is None else [value, 0]
+        vec += [c.rows.get(p, 0) for p in PHASES] + [c.padding_rows, c.finished_rows, c.generations]
+    vec += [int(c is None), o.steps, o.steps_kept, o.missed_layer_steps, o.misaligned_layer_steps, o.recomputed_calls]
     return vec
+
+
+def _unpack_counts(sm: list[int], rt: RuntimeInfo) -> tuple[TokenCounts | None, Observation]:
+    pos = len(sm) - (2 * len(_COUNTS) + len(PHASES) + 3 + 6)
+    vals = sm[pos:]
+    opt = {name: (None if vals[2 * i + 1] else vals[2 * i]) for i, name in enumerate(_COUNTS)}
+    rest = vals[2 * len(_COUNTS):]
+    rows = dict(zip(PHASES, rest[:len(PHASES)]))
+    padding, finished, generations = rest[len(PHASES):len(PHASES) + 3]
+    none, steps, kept, missed, misaligned, recomputed = rest[len(PHASES) + 3:]
+    cause = rt.counts.cause if rt.counts is not None else None
+    counts = None if none else TokenCounts(opt["prompt"], opt["generated"], rows, padding, finished,
+                                           opt["sequences"], generations, cause)
+    o = rt.observation
+    observation = Observation(o.compiled, o.trace, steps, kept, missed, misaligned, recomputed, o.notes)
+    return counts, observation
 
 
 def _unused_everywhere(dist: Any, unused: tuple[str, ...], group: Any) -> tuple[str, ...]:
@@ -153,10 +192,12 @@ def _merged_runtime(r: TrackResult, sm: list[int], mx: list[float], unused: tupl
         pos += 2
         neg_min, high = mx[_HEAD + 2 * i], mx[_HEAD + 2 * i + 1]
         stats.append(Stat(total, count, int(-neg_min), int(high)) if count else Stat())
-    loads = []
-    for load in rt.expert_load:
-        loads.append(tuple(sm[pos:pos + len(load)]))
-        pos += len(load)
+    loads, computed = [], []
+    for target, source in ((loads, rt.expert_load), (computed, rt.expert_load_computed)):
+        for load in source:
+            target.append(tuple(sm[pos:pos + len(load)]))
+            pos += len(load)
+    counts, observation = _unpack_counts(sm, rt)
     measured = int(mx[1])
     return RuntimeInfo(
         tokens=dict(zip(PHASES, sm)),
@@ -168,6 +209,9 @@ def _merged_runtime(r: TrackResult, sm: list[int], mx: list[float], unused: tupl
         moe_layer_names=rt.moe_layer_names,
         forward_calls=sm[len(PHASES)],
         wall_s=mx[0],
+        counts=counts,
+        observation=observation,
+        expert_load_computed=tuple(computed),
         **rt.with_stats(stats),
     )
 

@@ -1,12 +1,10 @@
-"""Turning a :class:`~runprof.tracking.trace.RoutingTrace` into a :class:`RuntimeInfo` (after the hooks are off).
+"""From a finished capture to a :class:`RuntimeInfo` (after the hooks are off; one copy per device).
 
 Definitions (``docs/architecture.md``):
 - per token: base + Σ_layers (distinct experts this token used in the layer) x params per expert, where
   base = total − Σ_layers E x params per expert (everything but routed experts);
-- per step: base + Σ_layers (experts any real token of the step used) x params per expert;
-- per run (``params_touched``): the same over the union of the whole run.
-
-A token is a slot ``(step, position)``; each layer's rows map onto the slots by ``offset[step] + position``.
+- per step: base + Σ_layers (experts any row of the step used) x params per expert;
+- per run (``params_touched``): the same over the union of the whole run's real tokens.
 """
 from __future__ import annotations
 
@@ -14,140 +12,207 @@ from dataclasses import dataclass
 
 import torch
 
-from ..results import CONVENTIONS, PHASES, CountResult, RuntimeInfo, Stat, StepRecord, convention_offset, touched_params
-from .trace import LayerTrace, RoutingTrace, StepTrace, usage
+from ..results import CONVENTIONS, Cause, CountResult, RuntimeInfo, Stat, StepRecord, convention_offset, touched_params
+from ..results.counts import Observation, TokenCounts
+from .capture import Capture
+from .collectors import StepCollector
+from .counters import PHASES
+from .trace import LayerTrace, RoutingTrace, StepTrace
 
 
-@dataclass
-class _Slots:
-    """The token slots of a run: rows per step (the most any layer routed), their offsets, step of each slot."""
-
-    size: torch.Tensor  # [steps]
-    offset: torch.Tensor  # [steps]
-    step: torch.Tensor  # [slots]
-
-    @classmethod
-    def of(cls, trace: RoutingTrace) -> _Slots:
-        n_steps = max([len(trace.steps)] + [int(c.step.max()) + 1 for c in trace.layers if c.step.numel()])
-        size = torch.zeros(n_steps, dtype=torch.long)
-        for c in trace.layers:
-            if c.step.numel():
-                size = torch.maximum(size, torch.bincount(c.step, minlength=n_steps))
-        return cls(size, torch.cumsum(size, 0) - size, torch.repeat_interleave(torch.arange(n_steps), size))
-
-    @property
-    def n_steps(self) -> int:
-        return int(self.size.numel())
-
-
-@dataclass
-class _Layers:
-    """What every layer contributed: per-slot Σ of distinct experts x params per expert, which slots a layer
-    saw, distinct experts per real row, expert loads, experts touched per step and over the run."""
-
-    acc: torch.Tensor
-    seen: torch.Tensor
-    distinct: list[torch.Tensor]
-    loads: list[tuple[int, ...]]
-    touched_steps: torch.Tensor  # [steps, layers]
-    measured_k: int | None
-
-
-def _real_tokens(steps: tuple[StepTrace, ...], slots: _Slots) -> list[int]:
-    """Real tokens of each step; an implicit step (a submodule called directly) counts its routed rows."""
-    return [int(st.mask.sum()) if st.mask is not None else (st.batch * st.seq or int(slots.size[i]))
-            for i, st in enumerate(steps)]
-
-
-def _layers(trace: RoutingTrace, slots: _Slots) -> _Layers:
-    total = int(slots.size.sum())
-    out = _Layers(torch.zeros(total, dtype=torch.long), torch.zeros(total, dtype=torch.bool), [], [],
-                  torch.zeros(slots.n_steps, len(trace.layers), dtype=torch.long), None)
-    for li, c in enumerate(trace.layers):
-        used = usage(c) & c.real[:, None]
-        distinct = used.sum(1)
-        out.distinct.append(distinct[c.real])
-        if c.ids.numel():
-            out.measured_k = max(out.measured_k or 0, c.top_k)
-        out.loads.append(_load(c))
-        key = (slots.offset[c.step] + c.position)[c.real]
-        out.acc.index_add_(0, key, distinct[c.real] * c.params_per_expert)
-        out.seen[key] = True
-        per_step = torch.zeros(slots.n_steps, c.num_experts, dtype=torch.long).index_add_(0, c.step, used.long())
-        out.touched_steps[:, li] = (per_step > 0).sum(1)
+def to_cpu(tensors: list[torch.Tensor | None]) -> list[torch.Tensor | None]:
+    """The tensors on the CPU: those of one device and dtype concatenated and copied once."""
+    out: list[torch.Tensor | None] = [None] * len(tensors)
+    groups: dict[tuple[str, torch.dtype], list[int]] = {}
+    for i, t in enumerate(tensors):
+        if t is not None:
+            groups.setdefault((str(t.device), t.dtype), []).append(i)
+    for idx in groups.values():
+        flat = torch.cat([tensors[i].reshape(-1) for i in idx]).cpu()
+        for i, part in zip(idx, flat.split([tensors[i].numel() for i in idx])):
+            out[i] = part.view(tensors[i].shape)
     return out
 
 
-def _load(c: LayerTrace) -> tuple[int, ...]:
-    valid = (c.ids >= 0) & c.real[:, None]
-    return tuple(int(x) for x in torch.bincount(c.ids[valid], minlength=c.num_experts)[: c.num_experts])
+@dataclass
+class Counters:
+    """A capture's counters on the CPU, layers in model order."""
+
+    load: torch.Tensor  # [P, L, E]
+    load_all: torch.Tensor
+    hist: torch.Tensor  # [P, L, E + 1]
+    kseen: list[int]
+    missed: int
+    misaligned: int
+    stats: torch.Tensor  # [P, 4]
+    tokens: torch.Tensor  # [P]
+    generated: int
+    finished: int
+    steps: torch.Tensor  # [S, 3 + L]
+    prompts: list[int]  # real prompt tokens per generation
 
 
-def _moe_stats(static: CountResult, trace: RoutingTrace, slots: _Slots,
-               layers: _Layers) -> tuple[dict[str, Stat], dict[str, Stat], list[float | None]]:
-    """Per-token statistics by convention and by phase, and each step's mean, from the measured slots."""
-    base = static.params.total - sum(c.num_experts * c.params_per_expert for c in trace.layers)
-    values = base + layers.acc[layers.seen]
-    value_step = slots.step[layers.seen]
-    phase_of_step = torch.tensor([PHASES.index(st.phase) for st in trace.steps]
-                                 + [0] * (slots.n_steps - len(trace.steps)), dtype=torch.long)
-    value_phase = phase_of_step[value_step] if value_step.numel() else value_step
-    everything = Stat.of(values)
-    p = static.params
-    by_conv = {c: everything.shifted(convention_offset(c, p.by_group, p.lm_head_tied)) for c in CONVENTIONS}
-    by_phase = {ph: Stat.of(values[value_phase == i]) for i, ph in enumerate(PHASES)}
-    sums = torch.zeros(slots.n_steps, dtype=torch.long).index_add_(0, value_step, values)
-    counts = torch.bincount(value_step, minlength=slots.n_steps)
-    step_mean = [int(sums[i]) / int(counts[i]) if counts[i] else None for i in range(slots.n_steps)]
-    return by_conv, by_phase, step_mean
+def read(cap: Capture, collector: StepCollector) -> Counters:
+    """Every counter of ``cap`` (and the prompt counts of ``collector``) on the CPU."""
+    per_group = [[g.load, g.load_all, g.hist, g.kseen, g.missed, g.misaligned] for g in cap.groups]
+    prompts = [g.prompt for g in collector.generations]
+    device_prompts = [p for p in prompts if isinstance(p, torch.Tensor)]
+    main = [cap.stats, cap.tokens, cap.generated, cap.finished, cap.steps, *device_prompts]
+    got = to_cpu([t for g in per_group for t in g] + main)
+    n_layers = len(cap.where)
+    e = max([g.e for g in cap.groups], default=1)
+    p = len(PHASES)
+    load, load_all = torch.zeros(p, n_layers, e, dtype=torch.long), torch.zeros(p, n_layers, e, dtype=torch.long)
+    hist = torch.zeros(p, n_layers, e + 1, dtype=torch.long)
+    kseen = list(cap.checks.kmax)
+    missed, misaligned = sum(cap.checks.missed), sum(cap.checks.misaligned)
+    for gi, g in enumerate(cap.groups):
+        gl, ga, gh, gk, gm, gmis = got[6 * gi: 6 * gi + 6]
+        load[:, g.layers, :g.e], load_all[:, g.layers, :g.e], hist[:, g.layers, :g.e + 1] = gl, ga, gh
+        if cap.options.compiled:
+            for j, layer in enumerate(g.layers):
+                kseen[layer] = max(kseen[layer], int(gk[j]))
+            missed, misaligned = missed + int(gm.sum()), misaligned + int(gmis.sum())
+    stats, tokens, generated, finished, steps, *dev = got[6 * len(cap.groups):]
+    it = iter(dev)
+    prompts = [int(next(it)) if isinstance(x, torch.Tensor) else x for x in prompts]
+    return Counters(load, load_all, hist, kseen, missed, misaligned, stats, tokens, int(generated), int(finished),
+                    steps, prompts)
 
 
-def _dense_stats(static: CountResult, real: list[int],
-                 tokens: dict[str, int]) -> tuple[dict[str, Stat], dict[str, Stat], list[float | None]]:
-    """A dense model: every real token uses every parameter."""
-    p = static.params
-    by_conv = {c: Stat.constant(p.total - convention_offset(c, p.by_group, p.lm_head_tied), sum(real))
-               for c in CONVENTIONS}
-    by_phase = {ph: Stat.constant(p.total, tokens[ph]) for ph in PHASES}
-    return by_conv, by_phase, [float(p.total) if n else None for n in real]
+def _stat(row: torch.Tensor) -> Stat:
+    total, count, low, high = (int(x) for x in row)
+    return Stat(total, count, low, high) if count else Stat()
 
 
-def summarize(static: CountResult, trace: RoutingTrace, *, unused_modules: tuple[str, ...],
-              wall_s: float) -> RuntimeInfo:
+def _experts_per_token(hist: torch.Tensor) -> Stat:
+    per_d = hist.sum(dim=(0, 1))  # tokens x layers that used d distinct experts
+    used = torch.nonzero(per_d).flatten()
+    if not used.numel():
+        return Stat()
+    d = torch.arange(per_d.numel())
+    return Stat(int((per_d * d).sum()), int(per_d.sum()), int(used.min()), int(used.max()))
+
+
+def _counts(collector: StepCollector, c: Counters) -> TokenCounts:
+    """Prompt and generated tokens of the ``generate()`` calls seen, and the rows behind them."""
+    gens = collector.generations
+    rows = dict(collector.rows)
+    real = int(c.tokens.sum())
+    counts = dict(rows=rows, padding_rows=sum(rows.values()) - real - c.finished, finished_rows=c.finished,
+                  generations=len(gens))
+    infos = [g.info for g in gens]
+    if not gens or any(i is None for i in infos):
+        return TokenCounts(None, None, sequences=None, cause=Cause.NOT_GENERATE, **counts)
+    if len({(i.num_beams, i.num_return_sequences) for i in infos}) > 1:
+        return TokenCounts(None, None, sequences=None, cause=Cause.MIXED_EXPANSION, **counts)
+    info = infos[0]
+    prompt = sum(p // info.expansion for p in c.prompts)
+    if info.num_beams > 1:
+        sequences = sum(g.rows // info.num_beams * info.num_return_sequences for g in gens)
+        exact = info.min_new_tokens is not None and info.max_new_tokens is not None \
+            and info.min_new_tokens >= info.max_new_tokens
+        generated = sequences * info.max_new_tokens if exact else None
+        return TokenCounts(prompt, generated, sequences=sequences, cause=None if exact else Cause.BEAM_LENGTHS,
+                           **counts)
+    # one row per returned sequence: its prefill output, then each decode step it was still live in
+    tracked = sum(g.rows for g in gens if g.done is not None) + c.generated
+    untracked = sum(g.rows * (g.decode_steps + 1) for g in gens if g.done is None)
+    return TokenCounts(prompt, tracked + untracked, sequences=sum(g.rows for g in gens), **counts)
+
+
+def _steps(static: CountResult, collector: StepCollector, c: Counters, ppe: list[int]) -> tuple[StepRecord, ...]:
+    base = static.params.total - sum(layer.num_experts * layer.params_per_expert
+                                     for layer in (static.moe.layers if static.moe else ()))
+    out = []
+    for meta, rec in zip(collector.meta, c.steps.tolist()):
+        touched = tuple(rec[3:])
+        out.append(StepRecord(phase=meta.phase, tokens=rec[0], experts_touched=touched,
+                              active_params_per_token_mean=rec[1] / rec[2] if rec[2] else None,
+                              params_touched=base + sum(t * p for t, p in zip(touched, ppe))))
+    return tuple(out)
+
+
+def summarize(static: CountResult, cap: Capture, collector: StepCollector, *, routing: bool,
+              unused_modules: tuple[str, ...], wall_s: float, notes: tuple = ()) -> RuntimeInfo:
     """Measured tokens, active params, experts per token, expert load and touched params of one run."""
-    slots = _Slots.of(trace)
-    real = _real_tokens(trace.steps, slots)
-    tokens = dict.fromkeys(PHASES, 0)
-    for st, n in zip(trace.steps, real):
-        tokens[st.phase] += n
-    layers = _layers(trace, slots)
-    if static.moe is None:
-        by_conv, by_phase, step_mean = _dense_stats(static, real, tokens)
-    elif trace.layers:
-        by_conv, by_phase, step_mean = _moe_stats(static, trace, slots, layers)
-    else:  # an MoE model tracked with routing=False: per-token figures were not measured
-        by_conv, by_phase, step_mean = dict.fromkeys(CONVENTIONS, Stat()), dict.fromkeys(PHASES, Stat()), \
-            [None] * len(trace.steps)
-    base = static.params.total - sum(c.num_experts * c.params_per_expert for c in trace.layers)
+    c = read(cap, collector)
     moe = static.moe
-    steps = tuple(
-        StepRecord(phase=st.phase, tokens=real[i], experts_touched=tuple(int(x) for x in layers.touched_steps[i]),
-                   active_params_per_token_mean=step_mean[i],
-                   params_touched=None if moe is not None and not trace.layers else base + sum(
-                       int(t) * c.params_per_expert for t, c in zip(layers.touched_steps[i], trace.layers)))
-        for i, st in enumerate(trace.steps))
+    layers = moe.layers if moe else ()
+    measured = routing or moe is None
+    complete = c.missed == 0 and c.misaligned == 0
+    p = static.params
+    everything = sum((_stat(c.stats[i]) for i in range(len(PHASES))), Stat())
+    ok = measured and (complete or moe is None)
+    by_conv = {conv: everything.shifted(convention_offset(conv, p.by_group, p.lm_head_tied)) if ok else Stat()
+               for conv in CONVENTIONS}
+    by_phase = {ph: _stat(c.stats[i]) if ok else Stat() for i, ph in enumerate(PHASES)}
+    loads = tuple(tuple(int(x) for x in c.load[:, i, :layer.num_experts].sum(0)) for i, layer in enumerate(layers))
+    loads_all = tuple(tuple(int(x) for x in c.load_all[:, i, :layer.num_experts].sum(0))
+                      for i, layer in enumerate(layers))
+    kseen = [k for k in c.kseen if k]
+    recomputed = sum(cap.checks.recomputed)
+    if recomputed:
+        notes = (*notes, (Cause.RECOMPUTED, {"calls": recomputed}))
+    observation = Observation(
+        compiled=cap.options.compiled, trace=cap.options.trace, steps=cap.n_steps, steps_kept=len(collector.meta),
+        missed_layer_steps=c.missed if routing else 0, misaligned_layer_steps=c.misaligned if routing else 0,
+        recomputed_calls=recomputed, notes=tuple(notes))
     return RuntimeInfo(
-        tokens=tokens,
+        tokens={ph: int(c.tokens[i]) for i, ph in enumerate(PHASES)},
         active_params_per_token=by_conv,
         active_params_per_token_by_phase=by_phase,
-        experts_per_token=Stat.of(torch.cat(layers.distinct)) if layers.distinct else Stat(),
+        experts_per_token=_experts_per_token(c.hist) if ok and moe is not None else Stat(),
         top_k={"config": moe.top_k_config if moe else None, "router": moe.top_k if moe else None,
-               "measured": layers.measured_k},
-        expert_load=tuple(layers.loads),
-        params_touched=touched_params(static, tuple(layers.loads)) if trace.layers or moe is None else None,
-        steps=steps,
+               "measured": max(kseen) if kseen and routing else None},
+        expert_load=loads if ok else (),
+        params_touched=(touched_params(static, loads) if ok else None) if moe else p.total,
+        steps=_steps(static, collector, c, [layer.params_per_expert for layer in layers]) if ok else (),
         unused_modules=unused_modules,
-        moe_layer_names=trace.layer_names,
-        forward_calls=len(trace.steps),
+        moe_layer_names=tuple(layer.name for layer in layers),
+        forward_calls=cap.n_steps,
         wall_s=wall_s,
+        counts=_counts(collector, c),
+        observation=observation,
+        expert_load_computed=loads_all if ok else (),
     )
+
+
+def build_trace(cap: Capture, collector: StepCollector) -> RoutingTrace:
+    """The per-token trace of a ``trace=True`` capture, on the CPU (one copy per device)."""
+    tr = cap.trace
+    n = tr.used
+    if tr.real is None:
+        empty = torch.zeros(0, dtype=torch.long)
+        parts = [None] * (3 + 2 * len(cap.groups))
+    else:
+        parts = to_cpu([tr.real[:n], tr.step[:n], tr.position[:n], *[t[:, :n] for t in tr.ids],
+                        *[None if w is None else w[:, :n] for w in tr.weights]])
+    real, step, position = parts[:3]
+    ids, weights = parts[3:3 + len(cap.groups)], parts[3 + len(cap.groups):]
+    layers: list[LayerTrace | None] = [None] * len(cap.where)
+    for gi, g in enumerate(cap.groups):
+        for j, layer in enumerate(g.layers):
+            name, e, ppe = cap.names[layer], cap.num_experts[layer], cap.ppe[layer]
+            if real is None:
+                layers[layer] = LayerTrace(name, e, ppe, torch.zeros(0, max(g.k, 1), dtype=torch.long), None, empty,
+                                           empty, torch.zeros(0, dtype=torch.bool))
+                continue
+            w = weights[gi][j].float() if weights[gi] is not None else None
+            layers[layer] = LayerTrace(name, e, ppe, ids[gi][j].long(), w, step, position, real)
+    masks = _step_masks(collector, real, step)
+    return RoutingTrace(tuple(cap.names), tuple(StepTrace(m.phase, m.batch, m.seq, mask)
+                                              for m, mask in zip(collector.meta, masks)), tuple(layers))
+
+
+def _step_masks(collector: StepCollector, real: torch.Tensor | None, step: torch.Tensor | None) -> list:
+    """Each step's real-row mask (None when every row of the step is real)."""
+    if real is None:
+        return [None] * len(collector.meta)
+    out = []
+    counts = torch.bincount(step, minlength=len(collector.meta))
+    starts = torch.cumsum(counts, 0) - counts
+    for i, _ in enumerate(collector.meta):
+        mask = real[int(starts[i]):int(starts[i] + counts[i])]
+        out.append(None if bool(mask.all()) else mask)
+    return out

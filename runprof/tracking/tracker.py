@@ -11,71 +11,51 @@ import logging
 import time
 from typing import Any
 
-import torch
 from torch import nn
 
 from ..errors import TrackingError, UnsupportedModelError
 from ..moe.discovery import check_readable, find_moe_layers
 from ..moe.layer import MoELayer
-from ..results import CountResult, TrackResult, reconcile
+from ..results import Cause, CountResult, TrackResult, reconcile
 from ..static import count_model, model_name
-from .collectors import ModuleCollector, RoutingCollector, StepCollector, to_trace
-from .summary import summarize
+from .capture import Capture, CaptureOptions
+from .collectors import ModuleCollector, RoutingCollector, StepCollector
+from .summary import build_trace, summarize
+from .targets import compiled, layer_device, main_device, output_cache, param_signature, unwrap
 from .trace import RoutingTrace
 
 log = logging.getLogger("runprof")
 
 
 class Tracker:
-    """Records what a model does between ``start()`` and ``stop()`` (or inside ``with``).
+    """Records what a model does between ``start()`` and ``stop()`` (or inside ``with``); see :func:`track`."""
 
-    Options (keyword-only, kept as attributes): ``routing`` captures expert ids per token in every MoE
-    layer; ``modules`` records which modules with parameters ran; ``memory`` adds the memory ledger (GPU rows
-    on CUDA models, one ledger per GPU under a device map, process RSS on CPU; NVML is polled from a
-    background thread every ``nvml_interval_s`` seconds for the peak; ``memory_peak`` resets torch's peak
-    counter of each CUDA device at start, so the run's own peak is known: this also resets the caller's
-    ``torch.cuda.max_memory_allocated``; pass ``memory_peak=False`` to keep it, and the run's peak is then
-    reported only when it exceeds the peak before the run); ``verify_weights`` fingerprints the
-    state_dict before and after and reports any change. ``distributed`` merges every rank's result at
-    ``stop()`` (a collective: every rank must stop, see :func:`runprof.tracking.distributed.merge_across_ranks`);
-    ``.result`` is then the merged result and ``.local_result`` this rank's own. A model with an accelerate
-    device map (or offloaded weights) gets ``result.extra["placement"]``: parameter bytes per device.
-    """
-
-    def __init__(self, model: nn.Module, *, routing: bool = True, modules: bool = True, memory: bool = True,
+    def __init__(self, model: Any, *, routing: bool = True, modules: bool = True, memory: bool = True,
                  verify_weights: bool = False, distributed: bool = False, nvml_interval_s: float = 0.05,
-                 memory_peak: bool = True, name: str | None = None) -> None:
-        if not isinstance(model, nn.Module):
-            raise TrackingError(f"track() takes a torch.nn.Module, not {type(model).__name__}")
-        for flag, value in (("routing", routing), ("modules", modules), ("memory", memory),
-                            ("verify_weights", verify_weights), ("distributed", distributed),
-                            ("memory_peak", memory_peak)):
+                 memory_peak: bool = True, trace: bool = False, weights: bool = False, coactivation: bool = False,
+                 max_steps: int = 10_000, name: str | None = None) -> None:
+        model, self._wrapped = unwrap(model)
+        for flag, value in (("routing", routing), ("modules", modules), ("memory", memory), ("trace", trace),
+                            ("verify_weights", verify_weights), ("distributed", distributed), ("weights", weights),
+                            ("memory_peak", memory_peak), ("coactivation", coactivation)):
             if not isinstance(value, bool):
                 raise TrackingError(f"track({flag}={value!r}): expected True or False")
         if isinstance(nvml_interval_s, bool) or not isinstance(nvml_interval_s, (int, float)) \
                 or not nvml_interval_s > 0:
             raise TrackingError(f"track(nvml_interval_s={nvml_interval_s!r}): expected a positive number of seconds")
+        if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 0:
+            raise TrackingError(f"track(max_steps={max_steps!r}): expected a number of steps >= 0")
         if name is not None and not isinstance(name, str):
             raise TrackingError(f"track(name={name!r}): expected a string")
         self.model = model
         self.routing, self.modules, self.memory = routing, modules, memory
         self.verify_weights, self.distributed = verify_weights, distributed
         self.nvml_interval_s, self.memory_peak, self.name = float(nvml_interval_s), memory_peak, name
+        self.trace_on, self.weights, self.coactivation, self.max_steps = trace, weights, coactivation, max_steps
         self._stack: contextlib.ExitStack | None = None
         self._result: TrackResult | None = None
         self._local: TrackResult | None = None
         self._trace: RoutingTrace | None = None
-        self._reset()
-
-    def _reset(self) -> None:
-        """Fresh collectors: every region starts from nothing."""
-        self._steps = StepCollector()
-        self._routing: list[RoutingCollector] = []
-        self._modules = ModuleCollector()
-        self._memory: Any = None
-        self._cache: Any = None
-        self._weights_before: Any = None
-        self._t0 = 0.0
 
     # --- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> Tracker:
@@ -87,11 +67,15 @@ class Tracker:
                 f"{type(self.model).__name__} is already being tracked; nested runprof.track on one model is "
                 "not supported (stop the outer tracker first)"
             )
-        self._reset()
         self._result = self._local = self._trace = None
+        self._cache: Any = None
+        self._memory: Any = None
+        self._weights_before: Any = None
         self.layers: list[MoELayer] = find_moe_layers(self.model)
         check_readable(self.model, self.layers)
         self.static: CountResult = count_model(self.model, self.layers, name=self.name or model_name(self.model))
+        self._signature = param_signature(self.model)
+        self._compiled = compiled(self.model) or self._wrapped == "compiled"
         if self.verify_weights:
             from ..snapshots import snapshot
 
@@ -106,26 +90,42 @@ class Tracker:
         self._t0 = time.perf_counter()
         return self
 
+    def _capture(self) -> Capture:
+        layers = self.layers if self.routing else []
+        moe = self.static.moe
+        base = self.static.params.total - (moe.routed_params if moe else 0)
+        k = max([x.top_k or 1 for x in layers], default=1)
+        options = CaptureOptions(trace=self.trace_on, weights=self.weights, coactivation=self.coactivation,
+                                 compiled=self._compiled,
+                                 max_steps=2**62 if self.trace_on else self.max_steps)
+        main = main_device(self.model)
+        return Capture([x.name for x in layers], [layer_device(x, main) for x in layers],
+                       [x.num_experts for x in layers], [x.params_per_expert for x in layers], k, main,
+                       base, options)
+
     def _install(self, stack: contextlib.ExitStack) -> None:
+        if self.memory:
+            from ..memory import MemoryCollector
+
+            self._memory = stack.enter_context(MemoryCollector(self.model, interval_s=self.nvml_interval_s,
+                                                               reset_peak=self.memory_peak))
+            stack.enter_context(self.model.register_forward_hook(self._keep_cache))
+        self._cap = self._capture()  # allocated after the memory readings: runprof's own bytes are a row
+        self._steps = StepCollector(self._cap, max_steps=self._cap.options.max_steps)
+        self._modules = ModuleCollector()
         stack.enter_context(self.model.register_forward_pre_hook(self._steps, with_kwargs=True))
         if self.routing:
-            for layer in self.layers:
-                self._routing.append(self._install_routing(stack, layer))
-        if self.modules:
+            for i, layer in enumerate(self.layers):
+                self._install_routing(stack, layer, i)
+        if self.modules and not self._compiled:
             mc = self._modules
             for name, module in self.model.named_modules():
                 if any(True for _ in module.parameters(recurse=False)):
                     mc.handles[name] = module.register_forward_pre_hook(mc.hook_for(name))
                     stack.callback(mc.handles[name].remove)
-        if self.memory:
-            from ..memory import MemoryCollector
 
-            self._memory = stack.enter_context(MemoryCollector(self.model, interval_s=self.nvml_interval_s,
-                                                                  reset_peak=self.memory_peak))
-            stack.enter_context(self.model.register_forward_hook(self._keep_cache))
-
-    def _install_routing(self, stack: contextlib.ExitStack, layer: MoELayer) -> RoutingCollector:
-        rc = RoutingCollector(layer, self._steps)
+    def _install_routing(self, stack: contextlib.ExitStack, layer: MoELayer, index: int) -> None:
+        rc = RoutingCollector(layer, index, self._cap, weights=self.weights or self.trace_on)
         if layer.adapter.capture == "experts_pre":
             target = layer.adapter.hook_module(layer)
             stack.enter_context(target.register_forward_pre_hook(rc.pre_hook, with_kwargs=True))
@@ -136,11 +136,10 @@ class Tracker:
                 f"{layer.name}: adapter {layer.adapter.name!r} reads the router's output but no router was found; "
                 f"register an adapter for {type(layer.experts).__name__} (runprof.moe.register_adapter)"
             )
-        return rc
 
     def _keep_cache(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
         """Keep a reference to the cache object the model returned (its tensors are measured at exit)."""
-        cache = getattr(output, "past_key_values", None) or getattr(output, "cache", None)
+        cache = output_cache(output)
         if cache is not None:
             self._cache = cache
 
@@ -153,11 +152,12 @@ class Tracker:
         wall = time.perf_counter() - self._t0
         stack, self._stack = self._stack, None
         stack.close()  # hooks come off before any result is built
+        self._cap.finish()
         self._local = self._build(wall)
         if self.distributed:
             from .distributed import merge_across_ranks
 
-            self._result = merge_across_ranks(self._local, device=_first_device(self.model))
+            self._result = merge_across_ranks(self._local, device=main_device(self.model))
         else:
             self._result = self._local
         return self._result
@@ -174,10 +174,13 @@ class Tracker:
 
     @property
     def trace(self) -> RoutingTrace:
-        """The raw routing of the run on the CPU (per MoE layer: expert ids, weights, step, position,
-        padding), for ``runprof.routing`` statistics. Available after the tracked region ends."""
-        if self._trace is None:
+        """The per-token routing of the run on the CPU (per MoE layer: expert ids, weights, step, position,
+        padding), for ``runprof.routing`` statistics; kept only with ``track(model, trace=True)``."""
+        if self._result is None:
             raise TrackingError("the trace exists after the tracked region ends")
+        if self._trace is None:
+            raise TrackingError("no per-token trace was kept: track(model, trace=True) keeps one (counters only "
+                                "by default, so memory does not grow with the tokens)")
         return self._trace
 
     @property
@@ -195,17 +198,42 @@ class Tracker:
         return self._local
 
     # --- result --------------------------------------------------------------------------------------
+    def _notes(self) -> list[tuple[Cause, dict[str, Any]]]:
+        notes: list[tuple[Cause, dict[str, Any]]] = []
+        moved = self._moved()
+        if moved:
+            notes.append((Cause.MODEL_MOVED, moved))
+        if self.modules and self._compiled:
+            notes.append((Cause.MODULES_NOT_RECORDED, {}))
+        if self._cap.n_steps > len(self._steps.meta):
+            notes.append((Cause.STEPS_TRUNCATED, {"kept": len(self._steps.meta), "steps": self._cap.n_steps}))
+        return notes
+
+    def _moved(self) -> dict[str, Any]:
+        """Parameters that changed device inside the region (refused when shapes or dtypes changed)."""
+        now = param_signature(self.model)
+        shapes = {n: s[:2] for n, s in now.items()}
+        if shapes != {n: s[:2] for n, s in self._signature.items()}:
+            raise TrackingError(
+                "the model's parameters changed shape, dtype or names inside the tracked region; runprof's static "
+                "counts no longer describe it: track each version of the model in its own region")
+        before = sorted({s[2] for s in self._signature.values()})
+        after = sorted({s[2] for s in now.values()})
+        return {"before": before, "after": after} if before != after else {}
+
     def _build(self, wall: float) -> TrackResult:
-        self._trace = to_trace(self._steps, self._routing)
         unused: tuple[str, ...] = ()
-        if self.modules:
+        if self.modules and not self._compiled:
             unused = tuple(n for n in self._modules.handles if n not in self._modules.ran)
-        runtime = summarize(self.static, self._trace, unused_modules=unused, wall_s=wall)
+        runtime = summarize(self.static, self._cap, self._steps, routing=self.routing, unused_modules=unused,
+                            wall_s=wall, notes=tuple(self._notes()))
+        if self.trace_on:
+            self._trace = build_trace(self._cap, self._steps)
         memory = None
         if self._memory is not None:
-            first = self._trace.steps[0] if self._trace.steps else None
-            memory = self._memory.ledger(cache=self._cache, batch=first.batch if first is not None else 1,
-                                         positions=sum(s.seq for s in self._trace.steps))
+            meta = self._steps.meta
+            memory = self._memory.ledger(cache=self._cache, batch=meta[0].batch if meta else 1,
+                                         positions=sum(s.seq for s in meta), capture=self._cap.nbytes())
         self._memory = self._cache = None  # drop the cache reference: the cache belongs to the caller
         return TrackResult(static=self.static, runtime=runtime, reconcile=reconcile(self.static, runtime),
                            memory=memory, extra=self._extra())
@@ -227,20 +255,28 @@ class Tracker:
         return extra
 
 
-def _first_device(model: nn.Module) -> torch.device | None:
-    first = next(iter(model.parameters()), None)
-    return None if first is None else first.device
-
-
-def is_tracked(model: nn.Module) -> bool:
+def is_tracked(model: Any) -> bool:
     """True while a runprof tracker is installed on ``model`` (found by its hook, not by a flag)."""
+    model, _ = unwrap(model)
     return any(isinstance(h, StepCollector) for h in model._forward_pre_hooks.values())
 
 
-def track(model: nn.Module, *, routing: bool = True, modules: bool = True, memory: bool = True,
+def track(model: Any, *, routing: bool = True, modules: bool = True, memory: bool = True,
           verify_weights: bool = False, distributed: bool = False, nvml_interval_s: float = 0.05,
-          memory_peak: bool = True, name: str | None = None) -> Tracker:
-    """Track a model inside a ``with`` block; the result is ``t.result`` afterwards (see :class:`Tracker`).
+          memory_peak: bool = True, trace: bool = False, weights: bool = False, coactivation: bool = False,
+          max_steps: int = 10_000, name: str | None = None) -> Tracker:
+    """Track a model (an ``nn.Module``, a ``torch.compile``'d module, or a transformers ``Pipeline``) inside a
+    ``with`` block; the result is ``t.result`` afterwards.
+
+    Options (keyword-only, kept as attributes): ``routing`` captures which experts every token used, as
+    device-side counters whose size does not grow with the tokens; ``trace`` also keeps every token's expert ids
+    (``t.trace``; ``weights`` adds the routers' weights, kept in float32); ``coactivation`` counts expert pairs;
+    ``max_steps`` per-step records are kept (later steps are aggregated); ``modules`` records which modules with
+    parameters ran (not under torch.compile); ``memory`` adds the memory ledger (NVML polled every
+    ``nvml_interval_s`` s; ``memory_peak`` resets torch's peak counter of each CUDA device at start so the run's
+    own peak is known — this also resets the caller's ``torch.cuda.max_memory_allocated``: pass
+    ``memory_peak=False`` to keep it); ``verify_weights`` fingerprints the state_dict before and after;
+    ``distributed`` merges every rank's result at ``stop()`` (a collective).
 
     >>> import torch, runprof
     >>> from transformers import MixtralConfig, AutoModelForCausalLM
@@ -253,4 +289,5 @@ def track(model: nn.Module, *, routing: bool = True, modules: bool = True, memor
     2.0
     """
     return Tracker(model, routing=routing, modules=modules, memory=memory, verify_weights=verify_weights,
-                   distributed=distributed, nvml_interval_s=nvml_interval_s, memory_peak=memory_peak, name=name)
+                   distributed=distributed, nvml_interval_s=nvml_interval_s, memory_peak=memory_peak, trace=trace,
+                   weights=weights, coactivation=coactivation, max_steps=max_steps, name=name)
