@@ -286,3 +286,41 @@ def test_experts_beside_attention_are_not_shared_experts():
 
     g = runprof.count_params(tiny_config("gemma4_text")).params.by_group
     assert g["shared_experts"] == 0 and g["dense_mlp"] > 0 and g["attention"] > 0
+
+
+def test_declared_quantization_sizes_the_stored_tensors():
+    """gpt-oss-20b declares MXFP4 experts: 24 layers x (32 x 2880 x 5760 + 32 x 2880 x 2880) = 19,110,297,600
+    expert weights at 4 bits + one 8-bit scale per 32 (17/32 byte each) = 10,152,345,600 B; the other
+    20,914,757,184 - 19,110,297,600 = 1,804,459,584 parameters in bf16: 3,608,919,168 B (about 13 GB in all)."""
+    import torch
+
+    r = runprof.count_params("gpt-oss-20b", dtype=torch.bfloat16)
+    assert r.params.total == 20_914_757_184  # the logical count does not change
+    assert r.bytes.by_dtype == {"mxfp4": 10_152_345_600, "bfloat16": 3_608_919_168}
+    assert r.bytes.quantization == {"method": "mxfp4", "applied": True, "quantized_params": 19_110_297_600,
+                                    "reason": None}
+
+
+def test_bitsandbytes_gptq_and_unknown_quantization_configs():
+    from transformers import LlamaConfig
+
+    base = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=4,
+                num_key_value_heads=4, vocab_size=100, tie_word_embeddings=False)
+    dense = runprof.count_params(LlamaConfig(**base))
+    linear = 4 * 64 * 64 + 3 * 64 * 128  # q, k, v, o and gate, up, down of the one layer (lm_head is skipped)
+    others = dense.params.total - linear
+    bnb = runprof.count_params(LlamaConfig(**base, quantization_config={
+        "quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_quant_type": "nf4"}))
+    # per weight: numel / 2 + numel / 64 fp32 absmax + the 16-entry fp32 code
+    weights = [64 * 64] * 4 + [64 * 128] * 3
+    assert bnb.bytes.by_dtype["nf4"] == sum(n // 2 + n // 64 * 4 + 64 for n in weights)
+    assert bnb.bytes.by_dtype["float32"] == others * 4
+    gptq = runprof.count_params(LlamaConfig(**base, quantization_config={"quant_method": "gptq", "bits": 4,
+                                                                         "group_size": 32}))
+    # [out, in] weight: in x out / 2 packed + (in / 32) x out fp16 scales + (in / 32) x out / 2 zeros + in int32
+    assert gptq.bytes.by_dtype["gptq-int4"] == sum(
+        o * i // 2 + (i // 32) * o * 2 + (i // 32) * o // 2 + i * 4
+        for o, i in [(64, 64)] * 4 + [(128, 64), (128, 64), (64, 128)])
+    odd = runprof.count_params(LlamaConfig(**base, quantization_config={"quant_method": "hqq"}))
+    assert odd.bytes.by_dtype == dense.bytes.by_dtype
+    assert odd.bytes.quantization == {"method": "hqq", "applied": False, "quantized_params": 0, "reason": "not_sized"}

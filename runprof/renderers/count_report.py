@@ -38,6 +38,16 @@ def render_count(r: CountResult, *, layers: bool = True) -> str:
     if b.buffers:
         rows.append(["(buffers, not in total)", human_bytes(b.buffers), n(b.buffers)])
     out += ["", table(rows, ["dtype", "size", "bytes"], ("left", "right", "right"))]
+    q = b.quantization
+    if q is not None:
+        method = q["method"]
+        if q["applied"]:
+            out.append(f"quantization ({method}, from the config): {n(q['quantized_params'])} parameters at their "
+                       "stored size")
+        elif q.get("reason") == "loaded":
+            out.append(f"quantization ({method}, from the config): bytes of the tensors as loaded")
+        else:
+            out.append(f"quantization ({method}, from the config): not sized by runprof; bytes are unquantized")
     if layers:
         rows = [[x.name, "x".join(map(str, x.shape)), n(x.count), n(x.params)] for x in p.by_layer_pattern]
         out += ["", table(rows, ["parameter (layers folded)", "shape", "count", "params"], ("left", "right", "right", "right"))]

@@ -141,13 +141,16 @@ class ByteCounts:
     total: int
     by_dtype: dict[str, int]
     buffers: int = 0
+    # a quantization the config declares: {"method", "applied" (bytes counted as stored), "quantized_params"}
+    quantization: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"total": self.total, "by_dtype": dict(self.by_dtype), "buffers": self.buffers}
+        return {"total": self.total, "by_dtype": dict(self.by_dtype), "buffers": self.buffers,
+                "quantization": None if self.quantization is None else dict(self.quantization)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ByteCounts:
-        return cls(d["total"], dict(d["by_dtype"]), d["buffers"])
+        return cls(d["total"], dict(d["by_dtype"]), d["buffers"], d.get("quantization"))
 
 
 @dataclass(frozen=True)

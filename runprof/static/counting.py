@@ -26,6 +26,7 @@ from ..results import (
 )
 from ..tensors import dtype_name, logical_numel, tensor_bytes
 from .groups import fold_layers, group_parameters
+from .quantized import plan, quantized_bytes
 
 log = logging.getLogger("runprof")
 
@@ -182,10 +183,9 @@ def count_model(model: nn.Module, layers: list[MoELayer], *, name: str) -> Count
     groups, unique, tied = group_parameters(model, layers)
 
     by_group = dict.fromkeys(GROUPS, 0)
-    by_dtype: Counter[str] = Counter()
     for n, p in unique:
         by_group[groups[n]] += logical_numel(p)
-        by_dtype[dtype_name(p)] += tensor_bytes(p)
+    by_dtype, quantization = _bytes_by_dtype(model, unique)
     total = sum(by_group.values())
     buffers = [b for _, b in model.named_buffers()]
     tied_lm_head = _lm_head_tied(model)
@@ -203,8 +203,36 @@ def count_model(model: nn.Module, layers: list[MoELayer], *, name: str) -> Count
         total=sum(by_dtype.values()),
         by_dtype=dict(by_dtype),
         buffers=sum(b.numel() * b.element_size() for b in buffers),
+        quantization=quantization,
     )
     return CountResult(model=model_info(model, name), params=params, moe=_moe_info(model, layers, groups, unique), bytes=nbytes)
+
+
+def _bytes_by_dtype(model: nn.Module, unique: list[tuple[str, torch.Tensor]]) -> tuple[Counter[str], dict | None]:
+    """Bytes per dtype; for a model on the meta device whose config declares a quantization, the tensors the
+    method quantizes are counted as the checkpoint stores them (:mod:`runprof.static.quantized`)."""
+    by_dtype: Counter[str] = Counter()
+    q = plan(getattr(model, "config", None))
+    meta = all(p.device.type == "meta" for _, p in unique)
+    if q is None or not meta:
+        for _, p in unique:
+            by_dtype[dtype_name(p)] += tensor_bytes(p)
+        return by_dtype, None if q is None else {"method": q if isinstance(q, str) else q.method,
+                                                  "applied": False, "quantized_params": 0, "reason": "loaded"}
+    if isinstance(q, str):
+        for _, p in unique:
+            by_dtype[dtype_name(p)] += tensor_bytes(p)
+        return by_dtype, {"method": q, "applied": False, "quantized_params": 0, "reason": "not_sized"}
+    modules = dict(model.named_modules())
+    quantized = 0
+    for n, p in unique:
+        stored = quantized_bytes(q, n, p, modules.get(n.rsplit(".", 1)[0] if "." in n else ""))
+        if stored is None:
+            by_dtype[dtype_name(p)] += tensor_bytes(p)
+        else:
+            by_dtype[q.label] += stored
+            quantized += p.numel()
+    return by_dtype, {"method": q.method, "applied": True, "quantized_params": quantized, "reason": None}
 
 
 def _lm_head_tied(model: nn.Module) -> bool:
