@@ -28,9 +28,11 @@ class MemoryCollector:
     exceeds the peak before the run (else the row is null with ``Cause.PEAK_BEFORE_RUN``).
     """
 
-    def __init__(self, model: nn.Module, *, interval_s: float = 0.05, reset_peak: bool = True) -> None:
+    def __init__(self, model: nn.Module, *, interval_s: float = 0.05, reset_peak: bool = True,
+                 resident: dict[str, tuple[int, int]] | None = None) -> None:
         self.model = model
-        self.resident = bytes_by_device(model)  # the one walk over the parameters, before the run
+        # the one walk over the parameters, before the run (``resident``: the caller's, when it has one)
+        self.resident = bytes_by_device(model) if resident is None else resident
         self.devices = cuda_devices(self.resident)
         self.interval_s, self.reset_peak = interval_s, reset_peak
         self._start: dict[str, dict[str, int]] = {}

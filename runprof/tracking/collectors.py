@@ -193,6 +193,10 @@ class ModuleCollector:
         self.ran: set[str] = set()
         self.handles: dict[str, Any] = {}
 
+    def remove_all(self) -> None:
+        for handle in self.handles.values():
+            handle.remove()
+
     def hook_for(self, name: str):  # noqa: ANN201 - returns a hook closure
         def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
             self.ran.add(name)

@@ -61,8 +61,3 @@ def output_cache(output: Any) -> Any:
         if name in names:
             return getattr(output, name, None)
     return None
-
-
-def param_signature(model: nn.Module) -> dict[str, tuple[tuple[int, ...], str, str]]:
-    """name -> (shape, dtype, device) of every parameter."""
-    return {n: (tuple(p.shape), str(p.dtype), str(p.device)) for n, p in model.named_parameters()}

@@ -14,14 +14,14 @@ from typing import Any
 from torch import nn
 
 from ..errors import TrackingError, UnsupportedModelError
-from ..moe.discovery import check_readable, find_moe_layers
 from ..moe.layer import MoELayer
 from ..results import Cause, CountResult, TrackResult, reconcile
-from ..static import count_model, model_name
+from ..static import model_name
 from .capture import Capture, CaptureOptions
 from .collectors import ModuleCollector, RoutingCollector, StepCollector
 from .summary import build_trace, summarize
-from .targets import compiled, layer_device, main_device, output_cache, param_signature, unwrap
+from .static_cache import compiled_forward, facts, fast_signature, forget, signature
+from .targets import layer_device, main_device, output_cache, unwrap
 from .trace import RoutingTrace
 
 log = logging.getLogger("runprof")
@@ -71,11 +71,10 @@ class Tracker:
         self._cache: Any = None
         self._memory: Any = None
         self._weights_before: Any = None
-        self.layers: list[MoELayer] = find_moe_layers(self.model)
-        check_readable(self.model, self.layers)
-        self.static: CountResult = count_model(self.model, self.layers, name=self.name or model_name(self.model))
-        self._signature = param_signature(self.model)
-        self._compiled = compiled(self.model) or self._wrapped == "compiled"
+        self._facts = facts(self.model, self.name or model_name(self.model))
+        self.layers: list[MoELayer] = self._facts.layers
+        self.static: CountResult = self._facts.static
+        self._compiled = compiled_forward(self._facts.modules) or self._wrapped == "compiled"
         if self.verify_weights:
             from ..snapshots import snapshot
 
@@ -108,7 +107,8 @@ class Tracker:
             from ..memory import MemoryCollector
 
             self._memory = stack.enter_context(MemoryCollector(self.model, interval_s=self.nvml_interval_s,
-                                                               reset_peak=self.memory_peak))
+                                                               reset_peak=self.memory_peak,
+                                                               resident=self._facts.resident))
             stack.enter_context(self.model.register_forward_hook(self._keep_cache))
         self._cap = self._capture()  # allocated after the memory readings: runprof's own bytes are a row
         self._steps = StepCollector(self._cap, max_steps=self._cap.options.max_steps)
@@ -119,10 +119,9 @@ class Tracker:
                 self._install_routing(stack, layer, i)
         if self.modules and not self._compiled:
             mc = self._modules
-            for name, module in self.model.named_modules():
-                if any(True for _ in module.parameters(recurse=False)):
-                    mc.handles[name] = module.register_forward_pre_hook(mc.hook_for(name))
-                    stack.callback(mc.handles[name].remove)
+            for name, module in self._facts.with_params:
+                mc.handles[name] = module.register_forward_pre_hook(mc.hook_for(name))
+            stack.callback(mc.remove_all)
 
     def _install_routing(self, stack: contextlib.ExitStack, layer: MoELayer, index: int) -> None:
         rc = RoutingCollector(layer, index, self._cap, weights=self.weights or self.trace_on)
@@ -211,15 +210,15 @@ class Tracker:
 
     def _moved(self) -> dict[str, Any]:
         """Parameters that changed device inside the region (refused when shapes or dtypes changed)."""
-        now = param_signature(self.model)
-        shapes = {n: s[:2] for n, s in now.items()}
-        if shapes != {n: s[:2] for n, s in self._signature.items()}:
+        now, then = fast_signature(self._facts.modules) or signature(self.model), self._facts.signature
+        if now == then:
+            return {}
+        if [x[:3] for x in now] != [x[:3] for x in then]:
+            forget(self.model)
             raise TrackingError(
                 "the model's parameters changed shape, dtype or names inside the tracked region; runprof's static "
                 "counts no longer describe it: track each version of the model in its own region")
-        before = sorted({s[2] for s in self._signature.values()})
-        after = sorted({s[2] for s in now.values()})
-        return {"before": before, "after": after} if before != after else {}
+        return {"before": sorted({str(x[3]) for x in then}), "after": sorted({str(x[3]) for x in now})}
 
     def _build(self, wall: float) -> TrackResult:
         unused: tuple[str, ...] = ()
@@ -239,12 +238,9 @@ class Tracker:
                            memory=memory, extra=self._extra())
 
     def _extra(self) -> dict[str, Any]:
-        from .distributed import placement
-
         extra: dict[str, Any] = {}
-        where = placement(self.model)
-        if where is not None:
-            extra["placement"] = where
+        if self._facts.placement is not None:
+            extra["placement"] = dict(self._facts.placement)
         if self._weights_before is not None:
             from ..snapshots import compare, snapshot
 
