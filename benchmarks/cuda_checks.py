@@ -176,12 +176,16 @@ def _hooks_one(model_type: str, dev: torch.device) -> dict[str, Any]:
 
 
 def check_sync_free_hooks(dev: torch.device, quick: bool) -> tuple[str, Any]:
-    done, skipped = {}, {}
-    for model_type in QUICK_ARCHS if quick else ARCHS:
+    done, skipped, failed = {}, {}, {}
+    for model_type in QUICK_ARCHS if quick else ARCHS:  # one architecture's failure does not hide the others'
         try:
             done[model_type] = _hooks_one(model_type, dev)
         except Skip as e:
             skipped[model_type] = str(e)
+        except Exception as e:  # noqa: BLE001 - a sync (CheckFailed) or a model that does not run here
+            failed[model_type] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+    if failed:
+        raise CheckFailed(f"{failed}; sync-free: {', '.join(done) or 'none'}")
     if not done:
         raise Skip(f"no architecture could be built: {skipped}")
     note = f"; skipped {skipped}" if skipped else ""

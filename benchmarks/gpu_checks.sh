@@ -12,13 +12,17 @@
 # Exit code 0 iff every check passed or was skipped with its reason. The interpreter: $PYTHON, else the first of
 # python3, python that imports torch.
 #
-# Steps, with the time each is expected to take on one H200 (from CPU timings of the parts; see README):
-#   env            the machine, versions                                   ~5 s
-#   cuda_checks    benchmarks/cuda_checks.py (plain python, no pytest)     ~40 s   (--quick ~25 s)
-#   cuda_pytest    the cuda-marked tests through pytest, if importable     ~30 s
-#   overhead       benchmarks/overhead.py --device cuda (sync check too)   ~150 s  (--quick ~40 s)
-#   flops          --flops: benchmarks/flops_gpu.py if it exists           (its own budget)
-#   total          ~4 min by default, ~1.7 min with --quick; each step also has a hard timeout below.
+# Steps, with the time each should take on one H200 (estimated from CPU timings of the parts: the tiny
+# model's generate(64) takes 0.4 s on this project's CPU and is host-bound on a GPU too; 0.9 s under
+# torch.profiler, 1.6 s under FlopCounterMode):
+#   env            the machine, versions                                       ~5 s
+#   cuda_checks    benchmarks/cuda_checks.py (plain python, no pytest)         ~25 s   (--quick ~20 s)
+#   cuda_pytest    the cuda-marked tests through pytest, where importable      ~15 s
+#   overhead       overhead.py --device cuda: 2 models x batch 1, 8, 3 rounds   ~145 s  (--quick: tiny model,
+#                  x (6 tools + 3 x 4 runprof arms) of generate(64) + start-up          2 rounds x 2: ~55 s)
+#   flops          --flops: benchmarks/flops_gpu.py if it exists               (its own budget)
+#   total          ~3.5 min by default, ~1.6 min with --quick. Hard timeouts per step (below) cap a run at
+#                  8.8 min (--quick 6.8) without --flops: run it with the device tool's timeout_s=600.
 # --dry-run runs the same scripts on the CPU with tiny sizes (to prove them before a GPU comes).
 #
 # The --flops slot: benchmarks/flops_gpu.py is called as `flops_gpu.py --out OUTDIR [--quick] [--dry-run]`,
@@ -30,6 +34,17 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error HF_HUB_DISABLE_PROGRESS_BARS=1 \
     TOKENIZERS_PARALLELISM=false
+QUICK=0 FLOPS=0 DRY=0 OUTDIR=""
+for arg in "$@"; do
+    case "$arg" in
+        --quick) QUICK=1 ;;
+        --flops) FLOPS=1 ;;
+        --dry-run) DRY=1 ;;
+        -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
+        -*) echo "gpu_checks.sh: unknown option $arg (expected --quick, --flops, --dry-run)" >&2; exit 2 ;;
+        *) [ -z "$OUTDIR" ] || { echo "gpu_checks.sh: one OUTDIR only ($OUTDIR, $arg)" >&2; exit 2; }; OUTDIR=$arg ;;
+    esac
+done
 PY=${PYTHON:-}
 if [ -z "$PY" ]; then  # the first python that has torch (the GPU image's python3; here, an activated venv)
     for candidate in python3 python; do
@@ -37,17 +52,6 @@ if [ -z "$PY" ]; then  # the first python that has torch (the GPU image's python
     done
     [ -n "$PY" ] || { echo "FAIL env: neither python3 nor python imports torch; set PYTHON=/path/to/python"; exit 2; }
 fi
-QUICK=0 FLOPS=0 DRY=0 OUTDIR=""
-for arg in "$@"; do
-    case "$arg" in
-        --quick) QUICK=1 ;;
-        --flops) FLOPS=1 ;;
-        --dry-run) DRY=1 ;;
-        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
-        -*) echo "gpu_checks.sh: unknown option $arg (expected --quick, --flops, --dry-run)" >&2; exit 2 ;;
-        *) [ -z "$OUTDIR" ] || { echo "gpu_checks.sh: one OUTDIR only ($OUTDIR, $arg)" >&2; exit 2; }; OUTDIR=$arg ;;
-    esac
-done
 OUTDIR=${OUTDIR:-${OUT:-benchmarks/results}}
 mkdir -p "$OUTDIR" || exit 2
 LOG="$OUTDIR/gpu_checks.log"
@@ -93,7 +97,7 @@ if compgen -G ".whl/*.whl" >/dev/null && ! "$PY" -c "import pytest" 2>/dev/null;
     fi
 fi
 
-step env 60 "$PY" benchmarks/gpu_common.py --out "$OUTDIR"
+step env 45 "$PY" benchmarks/gpu_common.py --out "$OUTDIR"
 if [ "$DRY" -eq 1 ]; then
     GPU=0
     say "dry run: every check runs on the CPU with tiny sizes; its figures say nothing about a GPU"
@@ -107,8 +111,8 @@ fi
 ARGS=(--out "$OUTDIR")
 [ "$QUICK" -eq 1 ] && ARGS+=(--quick)
 [ "$DRY" -eq 1 ] && ARGS+=(--dry-run)
-step cuda_checks 240 "$PY" benchmarks/cuda_checks.py "${ARGS[@]}"
-step cuda_pytest 180 "$PY" benchmarks/cuda_pytest.py --out "$OUTDIR"
+step cuda_checks 120 "$PY" benchmarks/cuda_checks.py "${ARGS[@]}"
+step cuda_pytest 90 "$PY" benchmarks/cuda_pytest.py --out "$OUTDIR"
 
 if [ "$DRY" -eq 1 ]; then
     step overhead 300 "$PY" benchmarks/overhead.py --device cpu --models tiny --rounds 1 --pairs 1 --new-tokens 8 \
@@ -116,11 +120,11 @@ if [ "$DRY" -eq 1 ]; then
         say "PASS overhead: [dry run, cpu] ran to the end (figures in $OUTDIR/overhead_cpu_dry_run.json)"
 elif [ "$GPU" -eq 1 ]; then
     if [ "$QUICK" -eq 1 ]; then
-        SIZES=(--models tiny --rounds 2 --pairs 2 --batch-sizes 1,8)
+        SIZES=(--models tiny --rounds 2 --pairs 2 --batch-sizes 1,8) LIMIT=150
     else
-        SIZES=(--rounds 3 --pairs 3 --batch-sizes 1,8)
+        SIZES=(--rounds 3 --pairs 3 --batch-sizes 1,8) LIMIT=270
     fi
-    step overhead 360 "$PY" benchmarks/overhead.py --device cuda "${SIZES[@]}" --out "$OUTDIR/overhead_cuda.json" &&
+    step overhead "$LIMIT" "$PY" benchmarks/overhead.py --device cuda "${SIZES[@]}" --out "$OUTDIR/overhead_cuda.json" &&
         say "PASS overhead: timed; tracked regions sync-free where judged (sync check lines above)"
 else
     say "SKIP overhead: $NOGPU (benchmarks/overhead.py --device cuda needs one)"
