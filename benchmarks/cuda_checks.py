@@ -98,7 +98,10 @@ def check_ledger(dev: torch.device, quick: bool) -> tuple[str, Any]:
     if not cuda:
         expect(rows["nvml_used"].bytes is None, "NVML row on the CPU")
         return f"static rows exact ({resident:,} B), GPU rows null with reasons", data
-    expect(rows["nvml_device_used"].bytes >= torch.cuda.memory_reserved(dev), "NVML device used < torch reserved")
+    device_used = rows["nvml_device_used"]
+    if device_used.bytes is None:  # the ledger's promise: unknown is null with the reason, never an error
+        return f"allocator and KV rows exact; NVML unreadable here ({device_used.reason}): its rows not checked", data
+    expect(device_used.bytes >= torch.cuda.memory_reserved(dev), "NVML device used < torch reserved")
     if rows["nvml_used"].bytes is None:
         return (f"allocator and KV rows exact; per-process sum not checkable ({rows['nvml_used'].reason}: "
                 "NVML hides this process)"), data
