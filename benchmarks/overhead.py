@@ -23,12 +23,15 @@ matmul inside the fused experts under transformers' default ``grouped_mm`` imple
     python benchmarks/overhead.py                 # full run, JSON to benchmarks/results/overhead_cpu.json
     python benchmarks/overhead.py --rounds 3 --quick
     python benchmarks/overhead.py --device cuda   # on a GPU: also checks the tracked region is sync-free
+
+Runs from a bare copy of the repository (``gpu_common`` puts the repository root on ``sys.path``; nothing needs
+installing beyond torch and transformers). The JSON is rewritten after every (model, batch) cell, so a run
+cut short keeps what it measured; the exit code is 1 when a sync check fails.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import multiprocessing as mp
 import os
@@ -41,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from gpu_common import environment, write_json
 
 import runprof
 from runprof.models.loading import load_model
@@ -164,23 +168,39 @@ def summary(ratios: list[float]) -> dict[str, Any]:
             "n": len(ratios)}
 
 
-def sync_free(model: torch.nn.Module, ids: torch.Tensor) -> bool | None:
-    """On CUDA: a prefill and a decode step under ``track`` with ``set_sync_debug_mode("error")``."""
+def _region(model: torch.nn.Module, ids: torch.Tensor) -> None:
+    out = model(ids, use_cache=True)
+    model(ids[:, -1:], past_key_values=out.past_key_values, use_cache=True)
+
+
+def _under_sync_error(model: torch.nn.Module, ids: torch.Tensor) -> str | None:
+    """A prefill and a decode step with ``set_sync_debug_mode("error")``: None, or the sync's first line."""
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        _region(model, ids)
+    except RuntimeError as e:
+        return str(e).splitlines()[0][:300]
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    return None
+
+
+def sync_free(model: torch.nn.Module, ids: torch.Tensor) -> dict[str, Any] | None:
+    """On CUDA: is a prefill and a decode step under ``track`` free of host syncs? The same region untracked
+    runs first as the control: when transformers' own forward syncs, the tracked region cannot be judged
+    (``sync_free`` None, with the reason); else ``sync_free`` says whether runprof added a sync."""
     if ids.device.type != "cuda":
         return None
     with torch.inference_mode():
-        out = model(ids, use_cache=True)  # warm-up outside the checked region
+        _region(model, ids)  # warm-up outside the checked region
+        control = _under_sync_error(model, ids)
+        if control is not None:
+            return {"sync_free": None, "reason": f"the untracked forward syncs already: {control}"}
         with runprof.track(model):
-            torch.cuda.set_sync_debug_mode("error")
-            try:
-                out = model(ids, use_cache=True)
-                model(ids[:, -1:], past_key_values=out.past_key_values, use_cache=True)
-            except RuntimeError as e:
-                print(f"  host sync inside the tracked region: {e}", file=sys.stderr)
-                return False
-            finally:
-                torch.cuda.set_sync_debug_mode(0)
-    return True
+            tracked = _under_sync_error(model, ids)
+    if tracked is not None:
+        print(f"  host sync inside the tracked region: {tracked}", file=sys.stderr)
+    return {"sync_free": tracked is None, "reason": tracked}
 
 
 MODELS = {
@@ -250,7 +270,7 @@ class Workers:
         conn.send(("run", name, batch, prompt, new, report))
         return conn.recv()
 
-    def sync_free(self, batch: int, prompt: int) -> bool | None:
+    def sync_free(self, batch: int, prompt: int) -> dict[str, Any] | None:
         conn = self.conns["runprof"]
         conn.send(("sync_free", "", batch, prompt, 0, False))
         return conn.recv()
@@ -330,24 +350,23 @@ def main() -> int:
                   file=sys.stderr)
             return 2
         models = {label: key for label, key in MODELS[args.device].items() if key in wanted}
-    runs = []
-    for label, key in models.items():
-        workers = Workers(key, args.device, args.threads)
-        try:
-            runs += [bench(label, workers, b, args.rounds, args.pairs, args.new_tokens, args.prompt_tokens)
-                     for b in map(int, args.batch_sizes.split(","))]
-        finally:
-            workers.close()
     if args.device == "cuda":
         machine = torch.cuda.get_device_name(0)
     else:
         machine = f"{platform.machine()}, {args.threads} torch thread(s), {os.cpu_count()} cores"
-    data = {"device": args.device, "machine": machine, "torch": torch.__version__, "rounds": args.rounds,
-            "pairs_per_round": args.pairs, "isolation": "one process per tool (runprof's arms share one)",
-            "runs": runs}
+    runs: list[dict[str, Any]] = []
+    data = {"device": args.device, "machine": machine, "torch": torch.__version__, "environment": environment(),
+            "rounds": args.rounds, "pairs_per_round": args.pairs, "new_tokens": args.new_tokens,
+            "isolation": "one process per tool (runprof's arms share one)", "runs": runs}
     out = Path(args.out or RESULTS / f"overhead_{args.device}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(data, indent=2) + "\n")
+    for label, key in models.items():
+        workers = Workers(key, args.device, args.threads)
+        try:
+            for b in map(int, args.batch_sizes.split(",")):
+                runs.append(bench(label, workers, b, args.rounds, args.pairs, args.new_tokens, args.prompt_tokens))
+                write_json(out, data)  # as soon as each cell exists: a run cut short keeps what it measured
+        finally:
+            workers.close()
     tools_ = list(runs[0]["ratio_to_none"])
     print(f"{'model':36s} {'b':>2s} " + " ".join(f"{k:>28s}" for k in tools_ if k != "none"))
     for r in runs:
@@ -357,8 +376,13 @@ def main() -> int:
             cells.append(f"{v['median']:.3f}x [{v['ci95'][0]:.3f},{v['ci95'][1]:.3f}] n={v['n']}")
         print(f"{r['model']:36s} {r['batch_size']:>2d} " + " ".join(f"{c:>28s}" for c in cells))
     print("(median of paired ratios to no profiler [95% CI of the median], n pairs)")
+    checks = [(r["model"], r["batch_size"], r["sync_free_tracked_region"]) for r in runs]
+    for model, batch, check in checks:
+        if check is not None:
+            verdict = {True: "sync-free", False: "SYNCS", None: "not judged"}[check["sync_free"]]
+            print(f"sync check {model} b={batch}: {verdict}" + (f" ({check['reason']})" if check["reason"] else ""))
     print(f"wrote {out}", file=sys.stderr)
-    return 0
+    return 1 if any(c is not None and c["sync_free"] is False for _, _, c in checks) else 0
 
 
 if __name__ == "__main__":

@@ -183,3 +183,37 @@ def test_cli_under_torchrun(tmp_path: Path) -> None:
     rt = data["runtime"]
     assert rt["forward_calls"] >= 2 and rt["steps"] == []  # at least one prefill per rank
     assert all(sum(load) == 2 * (rt["tokens"]["prefill"] + rt["tokens"]["decode"]) for load in rt["expert_load"])
+
+
+# --- where the merge's tensors live (a fake process group: no GPU or NCCL needed) -----------------------
+
+class _FakeDist:
+    """What ``collective_device`` reads of ``torch.distributed``: the backend and the default group."""
+
+    def __init__(self, backend: str, bound: Any = None) -> None:
+        self.backend = backend
+        group = type("Group", (), {"bound_device_id": bound})()
+        self.distributed_c10d = type("C10d", (), {"_get_default_group": staticmethod(lambda: group)})
+
+    def get_backend(self, group: Any = None) -> str:
+        return self.backend
+
+
+def test_collective_device_follows_the_backend_and_the_model(monkeypatch):
+    from runprof.tracking.distributed import collective_device
+
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    cuda = torch.device
+    # gloo, and a mixed group, reduce on the CPU whatever the model's device
+    assert collective_device(_FakeDist("gloo"), None, cuda("cuda", 3)) == cuda("cpu")
+    assert collective_device(_FakeDist("cpu:gloo,cuda:nccl"), None) == cuda("cpu")
+    # NCCL: the model's own GPU first, then the group's bound device, then LOCAL_RANK, then the current one
+    nccl = _FakeDist("nccl", bound=cuda("cuda", 2))
+    assert collective_device(nccl, None, cuda("cuda", 5)) == cuda("cuda", 5)
+    assert collective_device(nccl, None, cuda("cpu")) == cuda("cuda", 2)
+    assert collective_device(nccl, None, cuda("cuda")) == cuda("cuda", 2)  # no index: not a rank's own GPU
+    assert collective_device(_FakeDist("NCCL"), None) == cuda("cuda", 0)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert collective_device(_FakeDist("nccl"), None) == cuda("cuda", 1)
+    assert collective_device(nccl, None) == cuda("cuda", 2)  # a bound device wins over LOCAL_RANK

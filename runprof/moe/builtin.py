@@ -72,9 +72,12 @@ class Gemma4Adapter(Adapter):
 class JetMoeAdapter(_KnowsK):
     """JetMoE (MoE MLP and mixture-of-attention): the unit is ``JetMoeMoE``/``JetMoeMoA`` holding
     ``input_linear``/``output_linear`` (3-D, E first) and its own ``JetMoeTopKGating`` router, which returns
-    ``(index_sorted_experts, batch_index, batch_gates, expert_size, logits)``. The ids per token are rebuilt
-    from that sort: sorted slot i belongs to expert ``repeat_interleave(arange(E), expert_size)[i]`` and to
-    flat position ``index_sorted_experts[i]`` (= token x k + choice)."""
+    ``(index_sorted_experts, batch_index, batch_gates, expert_size, logits)``: ``expert_size`` is a Python
+    list (the router itself calls ``.tolist()``), so rebuilding the ids from it would copy it back to the
+    device, one blocking host->device copy per call. The ids are instead ``logits.topk(k)``: the router's own
+    decision, the same op on the very logits tensor it returns, so the same experts, computed on the device;
+    k is the router's, read from the shapes (slots ÷ tokens). The weights are the router's own gates, put
+    back in token order: sorted slot i is flat position ``index_sorted_experts[i]`` (= token x k + choice)."""
 
     name = "jetmoe"
     experts_classes = ("JetMoeMoE", "JetMoeMoA")
@@ -99,14 +102,14 @@ class JetMoeAdapter(_KnowsK):
     def from_router_output(self, output: Any) -> Capture | None:
         if not (isinstance(output, tuple) and len(output) == 5):
             return None
-        index_sorted, _, gates, expert_size, _ = output
-        n = index_sorted.numel()
-        device = index_sorted.device
-        sizes = torch.as_tensor(expert_size, device=device)
-        expert_of_slot = torch.repeat_interleave(torch.arange(sizes.numel(), device=device), sizes, output_size=n)
-        ids = torch.empty(n, dtype=torch.long, device=device).scatter_(0, index_sorted, expert_of_slot)
-        weights = torch.empty(n, dtype=gates.dtype, device=device).scatter_(0, index_sorted, gates)
-        return ids.view(-1, self._k), weights.view(-1, self._k)
+        index_sorted, _, gates, _, logits = output
+        if not (isinstance(logits, torch.Tensor) and logits.dim() == 2 and isinstance(index_sorted, torch.Tensor)):
+            return None
+        n, tokens = index_sorted.numel(), logits.shape[0]
+        k = n // tokens if tokens else self._k
+        ids = logits.topk(k, dim=-1).indices
+        weights = torch.empty(n, dtype=gates.dtype, device=gates.device).scatter_(0, index_sorted, gates)
+        return ids, weights.view(-1, k)
 
 
 @register_adapter

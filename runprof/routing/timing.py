@@ -3,8 +3,10 @@
 ``generate`` calls its logits processors once per new token, right after the forward that produced the
 token's logits. With a mark just before ``generate`` starts (``start()``), mark 1 closes the prefill
 (the first forward, plus generate's own set-up), and marks 1..n span the n − 1 decode forwards. On CUDA
-the marks are CUDA events (recorded on the stream, no host sync inside the run; read after it), on the
-CPU ``time.perf_counter``.
+the marks are CUDA events recorded on the current stream *of the clock's device* (the device the prompt
+ids are on, which need not be the current device: a model on ``cuda:1`` enqueues its work on cuda:1's
+stream, and an event on cuda:0's would time only the host's enqueueing), with no host sync inside the run;
+they are read after it, synchronizing that device once. On the CPU the marks are ``time.perf_counter``.
 """
 from __future__ import annotations
 
@@ -50,10 +52,17 @@ class Spread:
 
 
 class StepClock:
-    """Marks time at ``start()`` and at every ``mark()``; ``seconds()`` gives each mark after the first."""
+    """Marks time at ``start()`` and at every ``mark()``; ``seconds()`` gives each mark after the first.
 
-    def __init__(self, device: torch.device) -> None:
-        self.cuda = device.type == "cuda"
+    >>> clock = StepClock(torch.device("cpu"))
+    >>> clock.start(); clock.mark(); clock.mark()
+    >>> len(clock.seconds())
+    2
+    """
+
+    def __init__(self, device: torch.device | str) -> None:
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
         self.marks: list[Any] = []
 
     def start(self) -> None:
@@ -63,15 +72,15 @@ class StepClock:
     def mark(self) -> None:
         if self.cuda:
             event = torch.cuda.Event(enable_timing=True)
-            event.record()
+            event.record(torch.cuda.current_stream(self.device))  # the event is created on that stream's device
             self.marks.append(event)
         else:
             self.marks.append(time.perf_counter())
 
     def seconds(self) -> list[float]:
-        """Seconds from ``start()`` to each later mark (synchronizes CUDA once, after the run)."""
+        """Seconds from ``start()`` to each later mark (synchronizes the clock's device once, after the run)."""
         if self.cuda:
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(self.device)
             return [self.marks[0].elapsed_time(m) / 1000.0 for m in self.marks[1:]]
         return [m - self.marks[0] for m in self.marks[1:]]
 

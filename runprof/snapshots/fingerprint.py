@@ -15,7 +15,9 @@ order. A change of one element always changes ``d0``; reordered elements change 
 change that leaves all four sums equal has a chance of about 2**-93. It is not a cryptographic hash: to
 guard against a deliberate collision, compare the values (``compare(model, checkpoint)``).
 
-Digests stay on the device until the end; a snapshot makes one host transfer per device.
+Digests stay on the device until the end; a snapshot makes one host transfer per device and no
+host->device copy (the moduli are built with device ops; an in-memory tensor that is not contiguous is
+flattened once, not once per window).
 
 >>> import torch
 >>> s = snapshot({"w": torch.ones(2, 3)})
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -113,23 +115,47 @@ def _partial(words: torch.Tensor, first: int) -> torch.Tensor:
     ])
 
 
-def digest_tensor(source: Source, name: str, meta: TensorMeta) -> torch.Tensor:
-    """The four digest sums of ``name`` as an int64 tensor on the tensor's device (no host sync)."""
-    mods = None
+def moduli(device: torch.device | str) -> torch.Tensor:
+    """``[2**61 - 1, P, P, P]`` built on ``device`` with device ops (two fills and a cat): no host->device copy,
+    so a snapshot of a CUDA model never blocks on a small ``torch.tensor([...], device=...)`` per tensor.
+
+    >>> moduli("cpu").tolist() == [2**61 - 1, 2**31 - 1, 2**31 - 1, 2**31 - 1]
+    True
+    """
+    return torch.cat([torch.full((1,), _M, dtype=torch.int64, device=device),
+                      torch.full((3,), _P, dtype=torch.int64, device=device)])
+
+
+def _reader(source: Source, name: str) -> tuple[Callable[[int, int], torch.Tensor], Callable[[], None]]:
+    """``read(start, stop)`` and ``release()`` for one tensor. An in-memory tensor is flattened once (a copy
+    only if it is not contiguous) and sliced for every window; other sources read and release per window."""
+    if isinstance(source, MemorySource):
+        flat = source.tensor(name).reshape(-1)
+        return (lambda start, stop: flat[start:stop]), (lambda: None)
+    return (lambda start, stop: source.read(name, start, stop - start)), source.release
+
+
+def digest_tensor(source: Source, name: str, meta: TensorMeta,
+                  mods: dict[torch.device, torch.Tensor] | None = None) -> torch.Tensor:
+    """The four digest sums of ``name`` as an int64 tensor on the tensor's device (no host sync, no
+    host->device copy). ``mods`` caches :func:`moduli` per device across the tensors of one snapshot."""
+    mods = {} if mods is None else mods
     acc = None
     step = max(1, WINDOW_BYTES // max(1, meta.dtype.itemsize))
+    read, release = _reader(source, name)
     for start, stop in windows(meta.numel, source.boundaries(name), step):
-        words = _words(source.read(name, start, stop - start))
+        words = _words(read(start, stop))
         per_elem = max(1, meta.dtype.itemsize // words.element_size())
         first = start * per_elem
         for i in range(0, words.numel(), CHUNK_WORDS):
             part = _partial(words[i:i + CHUNK_WORDS], first + i)
             if acc is None:
-                mods = torch.tensor([_M, _P, _P, _P], dtype=torch.int64, device=part.device)
                 acc = part
             else:
-                acc = torch.remainder(acc + part, mods)
-        source.release()
+                if part.device not in mods:
+                    mods[part.device] = moduli(part.device)
+                acc = torch.remainder(acc + part, mods[part.device])
+        release()
     if acc is None:  # an empty tensor
         acc = torch.zeros(4, dtype=torch.int64, device="meta" if meta.device == "meta" else meta.device)
     return acc
@@ -144,6 +170,7 @@ def fingerprint_source(source: Source) -> Snapshot:
     metas = source.metas()
     sums: dict[str, torch.Tensor] = {}
     shared: dict[tuple, torch.Tensor] = {}
+    mods: dict[torch.device, torch.Tensor] = {}
     tensor_of = source.tensor if isinstance(source, MemorySource) else None
     for name, meta in metas.items():
         if not source.has_values(name):
@@ -155,7 +182,7 @@ def fingerprint_source(source: Source) -> Snapshot:
             if key in shared:
                 sums[name] = shared[key]
                 continue
-        sums[name] = digest_tensor(source, name, meta)
+        sums[name] = digest_tensor(source, name, meta, mods)
         if key is not None:
             shared[key] = sums[name]
     by_device: dict[torch.device, list[str]] = {}
