@@ -51,7 +51,7 @@ def render_run_html(r: TrackResult) -> str:
     css, script = "", ""
     if r.moe is not None:
         tokens_html, css, script = token_section(r)
-        sections += [("tokens", "Per-token experts", tokens_html),
+        sections += [("per-token", "Per-token experts", tokens_html),
                      ("load", "Expert load", section("load", "Expert load per layer", *load_parts(r))),
                      ("repeats", "Repeat rates", repeat_section(r)),
                      ("decode", "Distinct experts per decode step",

@@ -43,7 +43,7 @@ code { font: 13px ui-monospace, SFMono-Regular, Menlo, Consolas, "DejaVu Sans Mo
 .tk:focus, .tk.on { outline: 2px solid #000; outline-offset: 0; position: relative; z-index: 1; }
 .tk .nl { font-style: normal; } .tk .nl::before { content: "\\21B5"; opacity: 0.55; }
 .tk.empty::before { content: "\\00B7"; opacity: 0.55; }
-.tk.gen { text-decoration: underline; text-decoration-thickness: 2px; text-underline-offset: 3px; }
+.tk.gen, .sample { text-decoration: underline; text-decoration-thickness: 2px; text-underline-offset: 3px; }
 .boundary { font: 11px system-ui, sans-serif; color: var(--muted); border: 1px solid var(--line); border-radius: 3px;
   padding: 0 4px; margin: 0 3px; white-space: nowrap; }
 #detail { position: sticky; top: 8px; border: 1px solid var(--line); border-radius: 4px; padding: 8px 10px;

@@ -123,7 +123,7 @@ def _legend(view: TokenView) -> str:
                     for e in range(view.num_experts))
     return (f'<div class="legend" aria-label="expert colours">first-choice expert (and how many tokens of the '
             f'sequence chose it in this layer): {items}<span class="sw" data-x="n">&nbsp;&nbsp;</span> not routed '
-            f'(the last generated token is never fed back) &middot; <span class="tk gen">underlined</span>: '
+            f'(the last generated token is never fed back) &middot; <span class="sample">underlined</span>: '
             f'generated</div>')
 
 
@@ -135,7 +135,7 @@ def token_section(r: TrackResult) -> tuple[str, str, str]:
     title = "Per-token experts"
     view = r.tokens
     if view is None:
-        return section("tokens", title, note(HOW_TO_GET)), "", ""
+        return section("per-token", title, note(HOW_TO_GET)), "", ""
     options = "".join(f'<option value="{j}"{" selected" if j == 0 else ""}>{j}: {esc(name)}</option>'
                       for j, name in enumerate(view.layer_names))
     routed = sum(1 for i in range(len(view.tokens)) if view.routed(i))
@@ -151,7 +151,7 @@ def token_section(r: TrackResult) -> tuple[str, str, str]:
             f'<aside id="detail" aria-live="polite"><p class="note">Hover or focus a token to see its experts and '
             f'weights in every layer.</p></aside></div>')
     script = f'<script type="application/json" id="tv-data">{_data(view)}</script><script>{JS}</script>'
-    return section("tokens", title, intro, controls, _legend(view), body), expert_css(view.num_experts), script
+    return section("per-token", title, intro, controls, _legend(view), body), expert_css(view.num_experts), script
 
 
 __all__ = ["HOW_TO_GET", "Repeats", "repeat_rates", "repeat_section", "token_section"]

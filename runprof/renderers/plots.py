@@ -292,7 +292,10 @@ def save_figure(fig: Any, path: str | Path, fmt: str = "png", dpi: int = DPI) ->
     target = Path(path)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(target, dpi=dpi, format=fmt, metadata=_METADATA.get(fmt))
+        from matplotlib import rc_context
+
+        with rc_context({"svg.hashsalt": "runprof"}):  # fixed SVG ids: the same figure, the same bytes
+            fig.savefig(target, dpi=dpi, format=fmt, metadata=_METADATA.get(fmt))
     except OSError as e:
         raise InvalidArgumentError.bad("directory", str(target.parent),
                                        f"cannot write {target.name} ({e.strerror})") from e
