@@ -297,3 +297,27 @@ def test_the_page_in_a_headless_browser(browser, page, default_run, tmp_path):
 def test_ids_are_unique(page):
     ids = re.findall(r'\bid="([^"]+)"', re.sub(r"<svg.*?</svg>", "", page.read_text(encoding="utf-8"), flags=re.S))
     assert len(ids) == len(set(ids)) and {"per-token", "tokens", "layer", "detail", "tv-data"} <= set(ids)
+
+
+class _Ids:
+    """A tokenizer for models without one: token i reads "<i> "."""
+
+    eos_token_id = None
+
+    def decode(self, ids, **kwargs):
+        return "".join(f"{i} " for i in ids)
+
+
+def test_128_experts_page():
+    from .moe_zoo import tiny_model
+
+    model = tiny_model("qwen3_moe", num_experts=128, num_experts_per_tok=8)
+    ids = torch.arange(3, 20).reshape(1, -1)
+    with torch.inference_mode(), runprof.track(model, name="/ckpt/qwen3-128e") as t:
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=5, do_sample=False)
+    view = token_view(t.trace, out, _Ids())
+    assert (len(view.tokens), view.num_experts, len(view.experts)) == (22, 128, 2)  # 17 + 5; 2 MoE layers
+    assert all(len(e) == 8 for e in view.experts[1][:-1])
+    text = runprof.render(dataclasses.replace(t.result, tokens=view), format="html")
+    assert text.count('[data-x="') == 128 + 1  # a colour per expert, and the not-routed hatch
+    assert text.count('class="sw" data-x=') == 128 + 1 and "<title>runprof run: qwen3-128e</title>" in text
