@@ -11,13 +11,16 @@ from .common import (
     ExitCode,
     add_device,
     add_dtype,
+    add_html,
     add_json,
     add_threads,
     add_verbose,
+    check_html,
     check_output,
     say,
     set_threads,
     write_json,
+    write_text,
 )
 
 
@@ -40,8 +43,11 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     add_dtype(p)
     add_threads(p)
     add_json(p)
+    add_html(p, "the report with its figures")
     p.add_argument("--plot", metavar="DIR",
-                   help="write PNG figures to DIR (needs matplotlib: pip install runprof[plot])")
+                   help="write the figures to DIR (needs matplotlib: pip install runprof[plot])")
+    p.add_argument("--plot-format", default="png", choices=("png", "svg", "pdf"), help="figure format (default png)")
+    p.add_argument("--dpi", type=int, default=100, metavar="N", help="figure resolution (default 100)")
     add_verbose(p)
     p.set_defaults(func=run_bench)
 
@@ -72,10 +78,12 @@ def run_bench(args: argparse.Namespace) -> int:
     top_ks = parse_int_list("--top-k", args.top_k)
     batch_sizes = parse_int_list("--batch-size", args.batch_size)
     check_output("--json", args.json, [args.prompt, args.model])
+    check_html(args.html, [args.prompt, args.model], args.json)
     if args.plot:
-        from ..renderers.plots import require_matplotlib
+        from ..renderers.plots import check_plot_args, require_matplotlib
 
         require_matplotlib()
+        check_plot_args(args.plot_format, args.dpi)
     text = read_prompts(args.prompt, lines=False)[0]
     set_threads(args.threads)
     device = parse_device(args.device)
@@ -97,10 +105,12 @@ def run_bench(args: argparse.Namespace) -> int:
     result = dataclasses.replace(result, notes=tuple(loaded.notes))
     print(render(result), file=sys.stderr if args.json == "-" else sys.stdout)
     write_json("--json", args.json, result.to_dict())
+    if args.html:
+        write_text("--html", args.html, render(result, format="html"))
     if args.plot:
         from ..renderers.plots import plot_bench
 
-        for path in plot_bench(result, args.plot):
+        for path in plot_bench(result, args.plot, fmt=args.plot_format, dpi=args.dpi):
             say(f"wrote {path}")
     return ExitCode.OK
 

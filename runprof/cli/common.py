@@ -30,7 +30,7 @@ FLAGS: dict[str, str] = {
     "device": "--device", "dtype": "--dtype", "num_layers": "--num-layers", "top_ks": "--top-k",
     "batch_sizes": "--batch-size", "repeats": "--repeats", "warmup": "--warmup", "max_new_tokens": "--max-new-tokens",
     "ignore": "--ignore", "base_prefix": "--base-prefix", "target_prefix": "--target-prefix", "rtol": "--rtol",
-    "atol": "--atol", "directory": "--plot",
+    "atol": "--atol", "directory": "--plot", "plot_format": "--plot-format", "dpi": "--dpi",
 }
 """The library's parameter names (:meth:`InvalidArgumentError.bad`) as this CLI's flags."""
 
@@ -43,6 +43,11 @@ def add_verbose(p: argparse.ArgumentParser, *, top: bool = False) -> None:
 
 def add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="PATH", help="write the result as JSON to PATH ('-' for standard output)")
+
+
+def add_html(p: argparse.ArgumentParser, what: str = "the report") -> None:
+    p.add_argument("--html", metavar="PATH",
+                   help=f"write {what} as one self-contained HTML file to PATH (opens offline in any browser)")
 
 
 def add_device(p: argparse.ArgumentParser, *, choices: Iterable[str] | None = None, default: str = "auto") -> None:
@@ -117,10 +122,20 @@ def check_output(flag: str, path: str | None, inputs: Iterable[str | os.PathLike
                 f"{flag} {path}: would overwrite the input {given}; write the JSON somewhere else")
 
 
+def check_html(path: str | None, inputs: Iterable[str | os.PathLike[str] | None] = (), json_path: str | None = None) \
+        -> None:
+    """``--html PATH``: a file path (not ``-``), not an input, not the ``--json`` file (see :func:`check_output`)."""
+    if path is None:
+        return
+    if path == "-":
+        raise InvalidArgumentError("--html -: an HTML report is a file; give a path such as report.html")
+    check_output("--html", path, inputs)
+    if json_path not in (None, "-") and Path(json_path).expanduser().resolve() == Path(path).expanduser().resolve():
+        raise InvalidArgumentError(f"--html {path}: is also the --json file; give each its own path")
+
+
 def write_json(flag: str, path: str | None, data: dict[str, Any]) -> None:
-    """Write ``data`` to ``path`` atomically (a temporary file in the same folder, then a rename: an
-    interrupted write leaves the old file or none), or to stdout for ``-``; a missing folder is created
-    and said so."""
+    """Write ``data`` to ``path`` atomically (:func:`write_text`), or to stdout for ``-``."""
     if path is None:
         return
     text = json.dumps(data, indent=2) + "\n"
@@ -128,6 +143,12 @@ def write_json(flag: str, path: str | None, data: dict[str, Any]) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
+    write_text(flag, path, text)
+
+
+def write_text(flag: str, path: str, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (a temporary file in the same folder, then a rename: an
+    interrupted write leaves the old file or none); a missing folder is created and said so."""
     target = Path(path).expanduser()
     try:
         if not target.parent.exists():
@@ -146,5 +167,5 @@ def write_json(flag: str, path: str | None, data: dict[str, Any]) -> None:
     say(f"wrote {target}")
 
 
-__all__ = ["DTYPES", "FLAGS", "ExitCode", "add_device", "add_dtype", "add_json", "add_threads", "add_verbose",
-           "check_output", "configure_logging", "say", "set_threads", "write_json"]
+__all__ = ["DTYPES", "FLAGS", "ExitCode", "add_device", "add_dtype", "add_html", "add_json", "add_threads",
+           "add_verbose", "check_html", "check_output", "configure_logging", "say", "set_threads", "write_json", "write_text"]

@@ -4,7 +4,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import ExitCode, add_dtype, add_json, add_verbose, check_output, write_json
+from .common import (
+    ExitCode,
+    add_dtype,
+    add_html,
+    add_json,
+    add_verbose,
+    check_html,
+    check_output,
+    write_json,
+    write_text,
+)
 
 
 def add_count(sub: argparse._SubParsersAction) -> None:
@@ -32,6 +42,7 @@ def run_count(args: argparse.Namespace) -> int:
 def add_render(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("render", help="render a saved JSON result again (any kind runprof writes)")
     p.add_argument("path", help="a JSON file written with --json")
+    add_html(p, "the report of a run or bench result")
     add_verbose(p)
     p.set_defaults(func=run_render)
 
@@ -40,7 +51,12 @@ def run_render(args: argparse.Namespace) -> int:
     from ..renderers import render
     from ..saved import load_result
 
-    print(render(load_result(args.path)))
+    check_html(args.html, [args.path])
+    result = load_result(args.path)
+    page = render(result, format="html") if args.html else None
+    print(render(result))
+    if page is not None:
+        write_text("--html", args.html, page)
     return ExitCode.OK
 
 

@@ -12,13 +12,16 @@ from .common import (
     ExitCode,
     add_device,
     add_dtype,
+    add_html,
     add_json,
     add_threads,
     add_verbose,
+    check_html,
     check_output,
     say,
     set_threads,
     write_json,
+    write_text,
 )
 from .prompts import encode_prompts, progress, read_prompts
 
@@ -40,6 +43,7 @@ def add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config-top-k", type=int, default=None, metavar="K",
                    help="change only config.num_experts_per_tok after loading (shows that routers ignore it)")
     add_json(p)
+    add_html(p, "the report with the per-token expert view (kept in --json too)")
     p.add_argument("--random-init", action="store_true", help="real architecture from its config, random weights")
     p.add_argument("--num-layers", type=int, default=None, metavar="N", help="with --random-init: keep N layers")
     add_threads(p)
@@ -61,6 +65,7 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.num_layers is not None and not args.random_init:
         raise InvalidArgumentError("--num-layers needs --random-init (a truncated checkpoint is not loaded)")
     check_output("--json", args.json, [args.prompt, args.model])
+    check_html(args.html, [args.prompt, args.model], args.json)
 
 
 def _check_top_k(config: Any, k: int | None) -> None:
@@ -132,8 +137,14 @@ def _run(args: argparse.Namespace, prompts: list[str], device: Any, *, rank: int
     result = dataclasses.replace(t.result, extra={
         **t.result.extra, "notes": notes,
         "generated_first_line": next((line for line in generated.splitlines() if line.strip()), "")})
+    if args.html:
+        from ..results.tokens import token_view
+
+        result = dataclasses.replace(result, tokens=token_view(t.trace, out, tok))
     print(render(result), file=sys.stderr if args.json == "-" else sys.stdout)
     write_json("--json", args.json, result.to_dict())
+    if args.html:
+        write_text("--html", args.html, render(result, format="html"))
     return ExitCode.OK
 
 

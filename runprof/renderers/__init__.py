@@ -9,7 +9,8 @@ from typing import Any
 
 
 def render(result: Any, format: str = "text") -> str:  # noqa: A002 - the public keyword is "format"
-    """The report of ``result`` (a run, count, compare, bench or snapshot result).
+    """The report of ``result`` (a run, count, compare, bench or snapshot result); ``format="html"`` gives a
+    self-contained HTML page of a run or bench result (:mod:`runprof.renderers.html`).
 
     >>> import runprof
     >>> print(runprof.render(runprof.count_params("mixtral")).splitlines()[1])
@@ -17,8 +18,12 @@ def render(result: Any, format: str = "text") -> str:  # noqa: A002 - the public
     """
     from ..errors import InvalidArgumentError
 
+    if format == "html":
+        from .html import render_html
+
+        return render_html(result)
     if format != "text":
-        raise InvalidArgumentError(f"render(format={format!r}): the formats are 'text'")
+        raise InvalidArgumentError(f"render(format={format!r}): the formats are 'text' and 'html'")
     for cls, fn in _renderers():
         if isinstance(result, cls):
             return fn(result)

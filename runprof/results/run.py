@@ -10,6 +10,7 @@ from .count import ByteCounts, CountResult, ModelInfo, MoEInfo, ParamCounts
 from .counts import Observation, TokenCounts
 from .memory import MemoryLedger
 from .reconcile import ReconcileRow, reconcile
+from .tokens import TokenView
 
 PHASES: tuple[str, ...] = ("prefill", "decode", "train")
 
@@ -129,6 +130,7 @@ class TrackResult:
     reconcile: tuple[ReconcileRow, ...]
     memory: MemoryLedger | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    tokens: TokenView | None = None  # the per-token view of one sequence (the run's --html keeps it)
 
     KIND = "run"
 
@@ -156,6 +158,7 @@ class TrackResult:
         d["memory"] = None if self.memory is None else self.memory.to_dict()
         if self.extra:
             d["extra"] = self.extra
+        d["tokens"] = None if self.tokens is None else self.tokens.to_dict()
         return d
 
     @classmethod
@@ -169,6 +172,7 @@ class TrackResult:
             reconcile=tuple(ReconcileRow.from_dict(r) for r in d["reconcile"]),
             memory=None if d.get("memory") is None else MemoryLedger.from_dict(d["memory"]),
             extra=dict(d.get("extra") or {}),
+            tokens=None if d.get("tokens") is None else TokenView.from_dict(d["tokens"]),
         )
 
     @staticmethod
