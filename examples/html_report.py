@@ -59,7 +59,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     tok = loaded.tokenizer
     enc = tok(PROMPT.read_text(encoding="utf-8"), return_tensors="pt")
-    with torch.inference_mode(), runprof.track(loaded.model, name="tiny-moe") as t:
+    with torch.inference_mode(), runprof.track(loaded.model, name="tiny-moe", trace=True, weights=True) as t:
         ids = loaded.model.generate(**enc, max_new_tokens=32, do_sample=False, pad_token_id=tok.pad_token_id)
     run = dataclasses.replace(t.result, tokens=token_view(t.trace, ids, tok))
     (out / "run.html").write_text(runprof.render(run, format="html"), encoding="utf-8")

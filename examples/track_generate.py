@@ -5,10 +5,10 @@
 from __future__ import annotations
 
 import torch
+from runprof.renderers.text import render_track
 
 import runprof
 from runprof.models.loading import load_model
-from runprof.renderers.text import render_track
 
 loaded = load_model()  # runprof's shipped tiny Mixtral-architecture MoE, offline
 model, tok = loaded.model, loaded.tokenizer

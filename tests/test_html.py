@@ -39,7 +39,7 @@ def default_run(shipped):
     """The shipped model's default run (examples/prompt.txt, 32 new tokens, greedy), with its per-token view."""
     tok = shipped.tokenizer
     enc = tok(PROMPT.read_text(encoding="utf-8"), return_tensors="pt")
-    with torch.inference_mode(), runprof.track(shipped.model, name="tiny-moe") as t:
+    with torch.inference_mode(), runprof.track(shipped.model, name="tiny-moe", trace=True, weights=True) as t:
         out = shipped.model.generate(**enc, max_new_tokens=NEW, do_sample=False, pad_token_id=tok.pad_token_id)
     result = dataclasses.replace(t.result, tokens=token_view(t.trace, out, tok))
     return t.trace, out, enc["input_ids"].shape[1], result
@@ -81,7 +81,7 @@ def test_round_trips(default_run):
 def test_left_padded_batch_and_early_end(shipped):
     tok = shipped.tokenizer
     enc = tok(["def f(x):\n    return x", "import os"], return_tensors="pt", padding=True)  # left-padded
-    with torch.inference_mode(), runprof.track(shipped.model) as t:
+    with torch.inference_mode(), runprof.track(shipped.model, trace=True, weights=True) as t:
         out = shipped.model.generate(**enc, max_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)
     short = enc["attention_mask"][1].tolist()
     real = sum(short)
@@ -313,7 +313,7 @@ def test_128_experts_page():
 
     model = tiny_model("qwen3_moe", num_experts=128, num_experts_per_tok=8)
     ids = torch.arange(3, 20).reshape(1, -1)
-    with torch.inference_mode(), runprof.track(model, name="/ckpt/qwen3-128e") as t:
+    with torch.inference_mode(), runprof.track(model, name="/ckpt/qwen3-128e", trace=True, weights=True) as t:
         out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=5, do_sample=False)
     view = token_view(t.trace, out, _Ids())
     assert (len(view.tokens), view.num_experts, len(view.experts)) == (22, 128, 2)  # 17 + 5; 2 MoE layers

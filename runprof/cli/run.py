@@ -123,7 +123,8 @@ def _run(args: argparse.Namespace, prompts: list[str], device: Any, *, rank: int
         notes.append(f"config.num_experts_per_tok set to {args.config_top_k} after loading (routers untouched)")
     bar = progress(args.max_new_tokens, disable=rank != 0)
     with torch.inference_mode(), track(model, verify_weights=args.verify_weights, memory=not args.no_memory,
-                                       name=loaded.ref.name, distributed=args.distributed) as t:
+                                       name=loaded.ref.name, distributed=args.distributed,
+                                       trace=bool(args.html), weights=bool(args.html)) as t:
         out = model.generate(**inputs, max_new_tokens=args.max_new_tokens, do_sample=False,
                              pad_token_id=tok.pad_token_id, logits_processor=[bar])
     bar.bar.close()

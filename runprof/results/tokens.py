@@ -169,7 +169,7 @@ def token_view(trace: RoutingTrace, token_ids: Any, tokenizer: Any, row: int = 0
     >>> from runprof.models.loading import load_model
     >>> loaded = load_model()
     >>> enc = loaded.tokenizer("def f(x):", return_tensors="pt")
-    >>> with torch.inference_mode(), runprof.track(loaded.model) as t:
+    >>> with torch.inference_mode(), runprof.track(loaded.model, trace=True, weights=True) as t:
     ...     out = loaded.model.generate(**enc, max_new_tokens=4, do_sample=False)
     >>> view = token_view(t.trace, out, loaded.tokenizer)
     >>> len(view.tokens) == out.shape[1], view.first_generated == enc["input_ids"].shape[1], view.routed(-1)

@@ -19,8 +19,8 @@ from ..results import Cause, CountResult, TrackResult, reconcile
 from ..static import model_name
 from .capture import Capture, CaptureOptions
 from .collectors import ModuleCollector, RoutingCollector, StepCollector
-from .summary import build_trace, summarize
 from .static_cache import compiled_forward, facts, fast_signature, forget, signature
+from .summary import build_trace, summarize
 from .targets import layer_device, main_device, output_cache, unwrap
 from .trace import RoutingTrace
 
