@@ -117,6 +117,8 @@ def test_cuda_ledger_matches_allocator_and_nvml():
     cache = out.past_key_values
     assert rows["kv_cache"].bytes == sum(
         x.numel() * x.element_size() for layer in cache.layers for x in (layer.keys, layer.values))
+    if rows["nvml_device_used"].bytes is None:
+        pytest.skip(f"NVML gives no device figure here ({rows['nvml_device_used'].reason})")
     assert rows["nvml_device_used"].bytes >= torch.cuda.memory_reserved()
     if rows["nvml_used"].bytes is None:
         pytest.skip(f"NVML hides this process ({rows['nvml_used'].reason}): the per-process rows cannot be checked")

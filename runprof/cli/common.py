@@ -119,7 +119,7 @@ def check_output(flag: str, path: str | None, inputs: Iterable[str | os.PathLike
         source = Path(given).expanduser().resolve()
         if target == source or (source.is_dir() and _inside(target, source)):
             raise InvalidArgumentError(
-                f"{flag} {path}: would overwrite the input {given}; write the JSON somewhere else")
+                f"{flag} {path}: would overwrite the input {given}; write it somewhere else")
 
 
 def check_html(path: str | None, inputs: Iterable[str | os.PathLike[str] | None] = (), json_path: str | None = None) \

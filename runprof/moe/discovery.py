@@ -68,7 +68,10 @@ def _declared_router_classes(model: nn.Module) -> tuple[type, ...]:
 
 
 def _is_decorated_experts(module: nn.Module) -> bool:
-    return hasattr(module, "_is_expert_parallel") and hasattr(module, "is_concatenated")
+    """``@use_experts_implementation`` marks its instances: ``is_concatenated`` with ``_is_expert_parallel``
+    (transformers >= 5.18) or ``is_transposed`` (5.17 and before)."""
+    return hasattr(module, "is_concatenated") and (hasattr(module, "_is_expert_parallel")
+                                                   or hasattr(module, "is_transposed"))
 
 
 _CONFIG_EXPERTS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts", "num_routed_experts")

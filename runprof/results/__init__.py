@@ -19,12 +19,13 @@ from .count import (
 from .counts import Observation, TokenCounts
 from .memory import LedgerRow, MemoryLedger
 from .reconcile import ReconcileRow, reconcile
+from .tokens import TokenView, token_view
 from .run import PHASES, RANK_LOCAL, RuntimeInfo, StepRecord, TrackResult, combined_extra, touched_params
 
 __all__ = [
     "CONVENTIONS", "GROUPS", "KINDS", "PHASES", "RANK_LOCAL", "SCHEMA", "ByteCounts", "Cause", "CountResult",
     "LayerPattern", "LedgerRow", "MemoryLedger", "ModelInfo", "MoEInfo", "MoELayerInfo", "ParamCounts",
     "ReconcileRow", "RuntimeInfo", "Stat", "StepRecord", "TrackResult", "active_per_token", "check_header",
-    "combined_extra", "Observation", "TokenCounts",
+    "combined_extra", "Observation", "TokenCounts", "TokenView", "token_view",
     "convention_offset", "header", "reconcile", "touched_params",
 ]
