@@ -32,7 +32,7 @@ def _gen(model, ids, **kw):
 def _same_measurements(a, b) -> None:
     """Everything measured, except wall time and the memory ledger (process memory differs run to run)."""
     ra, rb = a.runtime, b.runtime
-    assert dataclasses.replace(ra, wall_s=0.0) == dataclasses.replace(rb, wall_s=0.0)
+    assert dataclasses.replace(ra, wall_s=0.0, latency=None) == dataclasses.replace(rb, wall_s=0.0, latency=None)
     assert a.reconcile == b.reconcile
 
 

@@ -19,8 +19,8 @@ from .count import (
 from .counts import Observation, TokenCounts
 from .memory import LedgerRow, MemoryLedger
 from .reconcile import ReconcileRow, reconcile
-from .tokens import TokenView, token_view
 from .run import PHASES, RANK_LOCAL, RuntimeInfo, StepRecord, TrackResult, combined_extra, touched_params
+from .tokens import TokenView, token_view
 
 __all__ = [
     "CONVENTIONS", "GROUPS", "KINDS", "PHASES", "RANK_LOCAL", "SCHEMA", "ByteCounts", "Cause", "CountResult",

@@ -9,12 +9,13 @@ from .common import Stat
 from .count import ByteCounts, CountResult, ModelInfo, MoEInfo, ParamCounts
 from .counts import Observation, TokenCounts
 from .memory import MemoryLedger
+from .perf import LatencyInfo
 from .reconcile import ReconcileRow, reconcile
 from .tokens import TokenView
 
 PHASES: tuple[str, ...] = ("prefill", "decode", "train")
 
-RANK_LOCAL: tuple[str, ...] = ("steps", "memory", "placement", "weights_diff")
+RANK_LOCAL: tuple[str, ...] = ("steps", "memory", "placement", "weights_diff", "latency")
 """What results of several ranks do not merge: each rank's own result keeps it."""
 
 
@@ -63,6 +64,7 @@ class RuntimeInfo:
     counts: TokenCounts | None = None  # prompt / generated tokens, rows computed
     observation: Observation = field(default_factory=Observation)
     expert_load_computed: tuple[tuple[int, ...], ...] = ()  # [layer][expert] over every row computed
+    latency: LatencyInfo | None = None  # per forward call; rank-local (None in merged results)
 
     def stats(self) -> list[Stat]:
         """Every statistic, in a fixed order (conventions, phases, experts per token): what merges pack."""
@@ -96,6 +98,7 @@ class RuntimeInfo:
             "counts": None if self.counts is None else self.counts.to_dict(),
             "observation": self.observation.to_dict(),
             "expert_load_computed": [list(r) for r in self.expert_load_computed],
+            "latency": None if self.latency is None else self.latency.to_dict(),
         }
 
     @classmethod
@@ -118,6 +121,7 @@ class RuntimeInfo:
             counts=None if d["counts"] is None else TokenCounts.from_dict(d["counts"]),
             observation=Observation.from_dict(d["observation"]),
             expert_load_computed=tuple(tuple(r) for r in d["expert_load_computed"]),
+            latency=None if d.get("latency") is None else LatencyInfo.from_dict(d["latency"]),
         )
 
 

@@ -32,6 +32,10 @@ class StepMeta:
     seq: int
     generation: int  # index of the generate() call (prefill) this step belongs to
     t0: float  # perf_counter at the call
+    context: int = 0  # positions each row attends to (cached + this call's)
+    logits_rows: int = 0  # rows lm_head computes (generate's prefill asks for the last position only)
+    t1: float | None = None  # perf_counter when the forward returned
+    events: tuple[Any, Any] | None = None  # CUDA events around the forward (recorded, read at stop)
 
 
 @dataclass
@@ -74,6 +78,8 @@ class StepCollector:
         self.generations: list[GenerationState] = []
         self._caches: set[int] = set()
         self._fresh = False
+        self._context = 0
+        self.cuda = capture.main if capture.main.type == "cuda" else None
         capture.implicit = self.implicit_step
 
     def implicit_step(self, rows: int) -> None:
@@ -112,8 +118,25 @@ class StepCollector:
             flat = self._live_rows(ids, batch, seq, flat)
         self.capture.begin_step(phase, batch * seq, None if flat is None else flat.reshape(-1))
         self.rows[phase] += batch * seq
+        self._context = (mask.shape[1] if isinstance(mask, torch.Tensor) and mask.dim() == 2 else
+                         seq + (self._context if phase == "decode" else 0))
         if len(self.meta) < self.max_steps:
-            self.meta.append(StepMeta(phase, batch, seq, len(self.generations) - 1, time.perf_counter()))
+            keep = kwargs.get("logits_to_keep", 0)
+            rows = batch * (keep if isinstance(keep, int) and 0 < keep < seq else seq)
+            events = None
+            if self.cuda is not None:
+                events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                events[0].record(torch.cuda.current_stream(self.cuda))
+            self.meta.append(StepMeta(phase, batch, seq, len(self.generations) - 1, time.perf_counter(),
+                                      self._context, rows, None, events))
+
+    def after(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
+        """Forward post-hook: when the step's forward returned (and its end event on CUDA)."""
+        if self.meta and self.meta[-1].t1 is None and len(self.meta) == min(self.capture.n_steps, self.max_steps):
+            m = self.meta[-1]
+            m.t1 = time.perf_counter()
+            if m.events is not None:
+                m.events[1].record(torch.cuda.current_stream(self.cuda))
 
     def _new_generation(self, batch: int, seq: int, mask: torch.Tensor | None) -> None:
         info = find_generation()

@@ -17,6 +17,7 @@ from ..results.counts import Observation, TokenCounts
 from .capture import Capture
 from .collectors import StepCollector
 from .counters import PHASES
+from .latency import latency
 from .trace import LayerTrace, RoutingTrace, StepTrace
 
 
@@ -175,6 +176,7 @@ def summarize(static: CountResult, cap: Capture, collector: StepCollector, *, ro
         counts=_counts(collector, c),
         observation=observation,
         expert_load_computed=loads_all if ok else (),
+        latency=latency(collector.meta, {ph: int(c.tokens[i]) for i, ph in enumerate(PHASES)}),
     )
 
 

@@ -114,6 +114,7 @@ class Tracker:
         self._steps = StepCollector(self._cap, max_steps=self._cap.options.max_steps)
         self._modules = ModuleCollector()
         stack.enter_context(self.model.register_forward_pre_hook(self._steps, with_kwargs=True))
+        stack.enter_context(self.model.register_forward_hook(self._steps.after, with_kwargs=True))
         if self.routing:
             for i, layer in enumerate(self.layers):
                 self._install_routing(stack, layer, i)
