@@ -33,7 +33,8 @@ class Tracker:
     def __init__(self, model: Any, *, routing: bool = True, modules: bool = True, memory: bool = True,
                  verify_weights: bool = False, distributed: bool = False, nvml_interval_s: float = 0.05,
                  memory_peak: bool = True, trace: bool = False, weights: bool = False, coactivation: bool = False,
-                 max_steps: int = 10_000, name: str | None = None) -> None:
+                 max_steps: int = 10_000, peak_flops: float | None = None, peak_bandwidth: float | None = None,
+                 name: str | None = None) -> None:
         model, self._wrapped = unwrap(model)
         for flag, value in (("routing", routing), ("modules", modules), ("memory", memory), ("trace", trace),
                             ("verify_weights", verify_weights), ("distributed", distributed), ("weights", weights),
@@ -47,6 +48,10 @@ class Tracker:
             raise TrackingError(f"track(max_steps={max_steps!r}): expected a number of steps >= 0")
         if name is not None and not isinstance(name, str):
             raise TrackingError(f"track(name={name!r}): expected a string")
+        for flag, value in (("peak_flops", peak_flops), ("peak_bandwidth", peak_bandwidth)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
+                raise TrackingError(f"track({flag}={value!r}): expected a positive number (per second) or None")
+        self.peak_flops, self.peak_bandwidth = peak_flops, peak_bandwidth
         self.model = model
         self.routing, self.modules, self.memory = routing, modules, memory
         self.verify_weights, self.distributed = verify_weights, distributed
@@ -261,7 +266,8 @@ def is_tracked(model: Any) -> bool:
 def track(model: Any, *, routing: bool = True, modules: bool = True, memory: bool = True,
           verify_weights: bool = False, distributed: bool = False, nvml_interval_s: float = 0.05,
           memory_peak: bool = True, trace: bool = False, weights: bool = False, coactivation: bool = False,
-          max_steps: int = 10_000, name: str | None = None) -> Tracker:
+          max_steps: int = 10_000, peak_flops: float | None = None, peak_bandwidth: float | None = None,
+          name: str | None = None) -> Tracker:
     """Track a model (an ``nn.Module``, a ``torch.compile``'d module, or a transformers ``Pipeline``) inside a
     ``with`` block; the result is ``t.result`` afterwards.
 
@@ -273,7 +279,8 @@ def track(model: Any, *, routing: bool = True, modules: bool = True, memory: boo
     ``nvml_interval_s`` s; ``memory_peak`` resets torch's peak counter of each CUDA device at start so the run's
     own peak is known — this also resets the caller's ``torch.cuda.max_memory_allocated``: pass
     ``memory_peak=False`` to keep it); ``verify_weights`` fingerprints the state_dict before and after;
-    ``distributed`` merges every rank's result at ``stop()`` (a collective).
+    ``distributed`` merges every rank's result at ``stop()`` (a collective); ``peak_flops`` / ``peak_bandwidth``
+    (FLOP/s, bytes/s) override the device's known peaks for utilization.
 
     >>> import torch, runprof
     >>> from transformers import MixtralConfig, AutoModelForCausalLM
@@ -287,4 +294,5 @@ def track(model: Any, *, routing: bool = True, modules: bool = True, memory: boo
     """
     return Tracker(model, routing=routing, modules=modules, memory=memory, verify_weights=verify_weights,
                    distributed=distributed, nvml_interval_s=nvml_interval_s, memory_peak=memory_peak, trace=trace,
-                   weights=weights, coactivation=coactivation, max_steps=max_steps, name=name)
+                   weights=weights, coactivation=coactivation, max_steps=max_steps, peak_flops=peak_flops,
+                   peak_bandwidth=peak_bandwidth, name=name)
