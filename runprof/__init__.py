@@ -7,8 +7,8 @@ from .renderers import render
 from .saved import load_result
 from .snapshots import compare, snapshot
 from .static import count_params
-from .tracking import track
+from .tracking import track, watch
 
 __all__ = ["RunprofError", "compare", "count_params", "load_model", "load_result", "memory_ledger", "render",
-           "set_top_k", "snapshot", "track"]
+           "set_top_k", "snapshot", "track", "watch"]
 __version__ = "0.1.0"

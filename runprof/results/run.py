@@ -65,6 +65,8 @@ class RuntimeInfo:
     observation: Observation = field(default_factory=Observation)
     expert_load_computed: tuple[tuple[int, ...], ...] = ()  # [layer][expert] over every row computed
     latency: LatencyInfo | None = None  # per forward call; rank-local (None in merged results)
+    coactivation: tuple | None = None  # track(coactivation=True): [layer][a][b] real tokens that chose a and b
+    router_weight_sums: tuple | None = None  # track(weights=True): [layer][expert] Σ router weight, real tokens
 
     def stats(self) -> list[Stat]:
         """Every statistic, in a fixed order (conventions, phases, experts per token): what merges pack."""
@@ -99,6 +101,9 @@ class RuntimeInfo:
             "observation": self.observation.to_dict(),
             "expert_load_computed": [list(r) for r in self.expert_load_computed],
             "latency": None if self.latency is None else self.latency.to_dict(),
+            "coactivation": None if self.coactivation is None else [[list(r) for r in m] for m in self.coactivation],
+            "router_weight_sums": None if self.router_weight_sums is None else [list(r) for r in
+                                                                                 self.router_weight_sums],
         }
 
     @classmethod
@@ -122,6 +127,10 @@ class RuntimeInfo:
             observation=Observation.from_dict(d["observation"]),
             expert_load_computed=tuple(tuple(r) for r in d["expert_load_computed"]),
             latency=None if d.get("latency") is None else LatencyInfo.from_dict(d["latency"]),
+            coactivation=None if d.get("coactivation") is None else tuple(
+                tuple(tuple(r) for r in m) for m in d["coactivation"]),
+            router_weight_sums=None if d.get("router_weight_sums") is None else tuple(
+                tuple(r) for r in d["router_weight_sums"]),
         )
 
 

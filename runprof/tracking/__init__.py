@@ -2,5 +2,7 @@
 from .distributed import merge_across_ranks
 from .trace import LayerTrace, RoutingTrace, StepTrace, usage
 from .tracker import Tracker, is_tracked, track
+from .watch import Watcher, watch
 
-__all__ = ["LayerTrace", "RoutingTrace", "StepTrace", "Tracker", "is_tracked", "merge_across_ranks", "track", "usage"]
+__all__ = ["LayerTrace", "RoutingTrace", "StepTrace", "Tracker", "Watcher", "is_tracked", "merge_across_ranks", "track",
+           "usage", "watch"]

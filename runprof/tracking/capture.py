@@ -8,6 +8,7 @@ say whether every layer saw every step (the Python step hook on the top module a
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -84,6 +85,7 @@ class Capture:
         self._cur = 0  # its first row in the staging buffers
         self.trace = Trace() if options.trace else None
         self.implicit: Callable[[int], None] | None = None  # opens a step when routing runs without one
+        self.enabled = True  # watch(sample_every=N): the routing hooks skip records that are not sampled
 
     # --- eager side: the step hook ---------------------------------------------------------------------------
     def begin_step(self, phase: str, rows: int, mask: torch.Tensor | None) -> None:
@@ -94,6 +96,7 @@ class Capture:
             self.flush()
         if rows > self.mask.numel():
             self._grow(rows)
+        chunk = self.chunk  # a flush started a new chunk
         c = chunk.used
         self._cur, self._step_rows = c, rows
         if mask is None:
@@ -170,6 +173,29 @@ class Capture:
         g.stage[:, :, :old.shape[2]].copy_(old)
         if wold is not None:
             g.wstage[:, :, :wold.shape[2]].copy_(wold)
+
+    def seal(self) -> Capture:
+        """End a record (:func:`runprof.watch`): flush, then return a copy holding device-side clones of the
+        counters, and start this capture over in place (same buffers). No host sync."""
+        self.finish()
+        sealed = copy.copy(self)
+        sealed.groups = [g.seal() for g in self.groups]
+        sealed.where = [(sealed.groups[self.groups.index(g)], j) for g, j in self.where]
+        sealed.checks = self.checks
+        n = len(self.where)
+        self.checks = EagerChecks([0] * n, [0] * n, [0] * n, [0] * n, [0] * n)
+        for name in ("stats", "tokens", "generated", "finished"):
+            setattr(sealed, name, getattr(self, name).clone())
+        self.stats[:, :2].zero_()
+        self.stats[:, 2].fill_(BIG)
+        self.stats[:, 3].fill_(-BIG)
+        for t in (self.tokens, self.generated, self.finished):
+            t.zero_()
+        self.steps = self.steps[:0]
+        self.n_steps, self._step_rows, self._cur = 0, 0, 0
+        self.chunk = ChunkRows([])
+        self.trace = Trace() if self.options.trace else None
+        return sealed
 
     def finish(self) -> None:
         """The region ended: check the last step and reduce what is staged."""

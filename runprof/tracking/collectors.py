@@ -7,6 +7,7 @@ compiled, so there they only do device ops (:meth:`Capture.record_compiled`).
 """
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import dataclass
@@ -104,9 +105,23 @@ class StepCollector:
         self._fresh = False
         return phase
 
+    boundary: Any = None  # watch(): called as boundary(phase) before a step begins (may end a record)
+    enabled = True  # watch(sample_every=N): False while a record is not sampled
+
+    def seal(self) -> StepCollector:
+        """A copy holding this record's steps; this collector starts over (its cache identities kept, so a
+        decode step after the seal is still a decode step)."""
+        sealed = copy.copy(self)
+        self.meta, self.rows, self.generations = [], dict.fromkeys(PHASES, 0), []
+        return sealed
+
     def __call__(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         ids, batch, seq = _shape(args, kwargs)
         phase = self._phase(module, kwargs)
+        if self.boundary is not None:
+            self.boundary(phase)
+        if not self.enabled:
+            return
         mask = kwargs.get("attention_mask")
         flat = None
         if isinstance(mask, torch.Tensor) and mask.dim() == 2 and mask.shape[0] == batch and mask.shape[1] >= seq:
@@ -132,7 +147,7 @@ class StepCollector:
 
     def after(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
         """Forward post-hook: when the step's forward returned (and its end event on CUDA)."""
-        if self.meta and self.meta[-1].t1 is None and len(self.meta) == min(self.capture.n_steps, self.max_steps):
+        if self.enabled and self.meta and self.meta[-1].t1 is None and len(self.meta) == min(self.capture.n_steps, self.max_steps):
             m = self.meta[-1]
             m.t1 = time.perf_counter()
             if m.events is not None:
@@ -187,7 +202,7 @@ class RoutingCollector:
         self._record = capture.record_compiled if capture.options.compiled else capture.record
 
     def _take(self, captured: tuple[torch.Tensor, torch.Tensor | None] | None) -> None:
-        if captured is None:
+        if captured is None or not self.capture.enabled:
             return
         if in_backward():
             self.capture.checks.recomputed[self.index] += 1

@@ -15,6 +15,7 @@ Everything stays on the device until ``stop()``, which copies it to the CPU once
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -123,6 +124,19 @@ class LayerGroup:
         layer = torch.arange(ids.shape[0], device=self.device)[:, None, None, None] * (e * e)
         idx = layer + a * e + b
         self.coact.view(-1).scatter_add_(0, idx.reshape(-1), both.reshape(-1).long())
+
+    COUNTERS = ("load", "load_all", "hist", "kseen", "coact", "wsum", "missed", "misaligned")
+
+    def seal(self) -> LayerGroup:
+        """A copy whose counters are device-side clones (no host sync), and these counters zeroed in place (the
+        buffers keep their identity: a compiled graph that writes them needs no recompilation)."""
+        sealed = copy.copy(self)
+        for name in self.COUNTERS:
+            t = getattr(self, name)
+            if t is not None:
+                setattr(sealed, name, t.clone())
+                t.zero_()
+        return sealed
 
     def end_step(self, rows: int) -> None:
         """Compiled mode: check the step's rows on the device (no host sync), then reset."""

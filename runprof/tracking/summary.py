@@ -51,11 +51,13 @@ class Counters:
     finished: int
     steps: torch.Tensor  # [S, 3 + L]
     prompts: list[int]  # real prompt tokens per generation
+    coact: torch.Tensor | None = None  # [L, E, E]
+    wsum: torch.Tensor | None = None  # [L, E]
 
 
 def read(cap: Capture, collector: StepCollector) -> Counters:
     """Every counter of ``cap`` (and the prompt counts of ``collector``) on the CPU."""
-    per_group = [[g.load, g.load_all, g.hist, g.kseen, g.missed, g.misaligned] for g in cap.groups]
+    per_group = [[g.load, g.load_all, g.hist, g.kseen, g.missed, g.misaligned, g.coact, g.wsum] for g in cap.groups]
     prompts = [g.prompt for g in collector.generations]
     device_prompts = [p for p in prompts if isinstance(p, torch.Tensor)]
     main = [cap.stats, cap.tokens, cap.generated, cap.finished, cap.steps, *device_prompts]
@@ -65,20 +67,26 @@ def read(cap: Capture, collector: StepCollector) -> Counters:
     p = len(PHASES)
     load, load_all = torch.zeros(p, n_layers, e, dtype=torch.long), torch.zeros(p, n_layers, e, dtype=torch.long)
     hist = torch.zeros(p, n_layers, e + 1, dtype=torch.long)
+    coact = torch.zeros(n_layers, e, e, dtype=torch.long) if cap.options.coactivation else None
+    wsum = torch.zeros(n_layers, e, dtype=torch.float64) if cap.options.weights else None
     kseen = list(cap.checks.kmax)
     missed, misaligned = sum(cap.checks.missed), sum(cap.checks.misaligned)
     for gi, g in enumerate(cap.groups):
-        gl, ga, gh, gk, gm, gmis = got[6 * gi: 6 * gi + 6]
+        gl, ga, gh, gk, gm, gmis, gc, gw = got[8 * gi: 8 * gi + 8]
         load[:, g.layers, :g.e], load_all[:, g.layers, :g.e], hist[:, g.layers, :g.e + 1] = gl, ga, gh
+        if coact is not None:
+            coact[g.layers, :g.e, :g.e] = gc
+        if wsum is not None:
+            wsum[g.layers, :g.e] = gw
         if cap.options.compiled:
             for j, layer in enumerate(g.layers):
                 kseen[layer] = max(kseen[layer], int(gk[j]))
             missed, misaligned = missed + int(gm.sum()), misaligned + int(gmis.sum())
-    stats, tokens, generated, finished, steps, *dev = got[6 * len(cap.groups):]
+    stats, tokens, generated, finished, steps, *dev = got[8 * len(cap.groups):]
     it = iter(dev)
     prompts = [int(next(it)) if isinstance(x, torch.Tensor) else x for x in prompts]
     return Counters(load, load_all, hist, kseen, missed, misaligned, stats, tokens, int(generated), int(finished),
-                    steps, prompts)
+                    steps, prompts, coact, wsum)
 
 
 def _stat(row: torch.Tensor) -> Stat:
@@ -177,6 +185,11 @@ def summarize(static: CountResult, cap: Capture, collector: StepCollector, *, ro
         observation=observation,
         expert_load_computed=loads_all if ok else (),
         latency=latency(collector.meta, {ph: int(c.tokens[i]) for i, ph in enumerate(PHASES)}),
+        coactivation=None if c.coact is None or not ok else tuple(
+            tuple(tuple(int(x) for x in row[:layer.num_experts]) for row in c.coact[i, :layer.num_experts])
+            for i, layer in enumerate(layers)),
+        router_weight_sums=None if c.wsum is None or not ok else tuple(
+            tuple(float(x) for x in c.wsum[i, :layer.num_experts]) for i, layer in enumerate(layers)),
     )
 
 
