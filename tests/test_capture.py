@@ -161,3 +161,17 @@ def test_start_and_stop_cost_of_a_second_track():
         t.stop()
         times.append(time.perf_counter() - t0)
     assert min(times) < 0.01
+
+
+def test_a_layer_subset_captures_those_layers_only():
+    model = tiny_model("mixtral").eval()
+    with runprof.track(model, memory=False) as full:
+        _gen(model, _ids())
+    with runprof.watch(model, layers=["model.layers.1.mlp"]) as w:
+        _gen(model, _ids())
+    rt = w.records[0].runtime
+    assert rt.moe_layer_names == ("model.layers.1.mlp",) and rt.expert_load == full.result.runtime.expert_load[1:]
+    assert rt.active_params_per_token["all"].mean is None and rt.params_touched is None
+    assert w.records[0].reconcile[0].cause.value == "layer_subset"
+    with pytest.raises(runprof.RunprofError, match="not one of the 2 MoE layers"):
+        runprof.track(model, layers=[5]).start()

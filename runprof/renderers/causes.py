@@ -88,6 +88,8 @@ _SENTENCES: dict[Cause, Callable[[Mapping[str, Any]], str]] = {
                                           "breaks the graph)",
     Cause.MODEL_MOVED: lambda d: f"parameters moved from {', '.join(d.get('before', ()))} to "
                                  f"{', '.join(d.get('after', ()))} inside the region",
+    Cause.LAYER_SUBSET: lambda d: f"{n(d.get('layers'))} of {n(d.get('of'))} MoE layers captured (layers=...): "
+                                  "loads for those, no per-token active params",
     Cause.STEPS_TRUNCATED: lambda d: f"per-step records kept for the first {n(d.get('kept'))} of {n(d.get('steps'))} "
                                      "steps (track(max_steps=...)); totals cover every step",
     Cause.ALL_EXPERTS_USED: lambda d: "all experts used at least once",

@@ -26,6 +26,7 @@ class Cause(str, Enum):
     MIXED_EXPANSION = "mixed_expansion"  # generate() calls with different beams/num_return_sequences
     MODULES_NOT_RECORDED = "modules_not_recorded"  # unused modules are not recorded under torch.compile
     MODEL_MOVED = "model_moved"  # parameters changed device inside the region; detail: before, after
+    LAYER_SUBSET = "layer_subset"  # track(layers=...): only some MoE layers captured; detail: layers, of
     STEPS_TRUNCATED = "steps_truncated"  # per-step records kept for the first max_steps; detail: kept, steps
     ALL_EXPERTS_USED = "all_experts_used"
     SOME_EXPERTS_UNUSED = "some_experts_unused"

@@ -49,6 +49,8 @@ def reconcile(static: CountResult, rt: RuntimeInfo) -> tuple[ReconcileRow, ...]:
             cause, detail = Cause.ROUTING_NOT_OBSERVED, {"layer_steps": o.missed_layer_steps, "steps": o.steps}
         elif o.misaligned_layer_steps:
             cause, detail = Cause.ROWS_MISALIGNED, {"layer_steps": o.misaligned_layer_steps}
+        elif any(c is Cause.LAYER_SUBSET for c, _ in o.notes):
+            cause, detail = Cause.LAYER_SUBSET, next(d for c, d in o.notes if c is Cause.LAYER_SUBSET)
         elif sum(rt.tokens.values()):
             cause = Cause.NOT_MEASURED
         return (ReconcileRow("active_params_per_token", s_all, None, None, cause, detail),)

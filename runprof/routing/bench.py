@@ -23,7 +23,7 @@ from ..moe.discovery import config_top_k, find_moe_layers
 from ..moe.topk import set_top_k
 from ..results import ModelInfo, Stat, check_header, header
 from ..static import model_info
-from ..tracking import track
+from ..tracking import watch
 from .likelihood import PromptScore, score_prompt
 from .stats import RoutingStats, routing_stats
 from .timing import TIMING_METHOD, Spread, StepClock
@@ -167,7 +167,7 @@ def bench(
     """Benchmark ``model`` at each top-k and batch size on one prompt (``input_ids``, ``[L]`` or ``[1, L]``).
 
     The model's k is restored on every exit path. Timed runs are tracked with routing capture only
-    (``modules=False, memory=False``), greedy, exactly ``max_new_tokens`` tokens (``min_new_tokens``);
+    (one :func:`runprof.watch` over the sweep, one record per timed run), greedy, exactly ``max_new_tokens`` tokens (``min_new_tokens``);
     routing statistics come from the first timed run of each cell. ``on_generate`` is called after each
     ``generate()`` (for a progress bar).
 
@@ -189,12 +189,13 @@ def bench(
     k0 = before[0][0]
     reference = score_prompt(model, ids, top_k=k0)
     runs: list[BenchRun] = []
-    for k in top_ks:
-        with set_top_k(model, k):  # restored on every exit path
-            score = reference if k == k0 else score_prompt(model, ids, top_k=k)
-            for b in batch_sizes:
-                runs.append(_bench_cell(model, batch_rows(ids, b), k, repeats, warmup, max_new_tokens,
-                                        pad_token_id, name, score, on_generate))
+    with watch(model, per="call", name=name, trace=True, weights=True) as w:  # hooks installed once
+        for k in top_ks:
+            with set_top_k(model, k):  # restored on every exit path
+                score = reference if k == k0 else score_prompt(model, ids, top_k=k)
+                for b in batch_sizes:
+                    runs.append(_bench_cell(w, model, batch_rows(ids, b), k, repeats, warmup, max_new_tokens,
+                                            pad_token_id, score, on_generate))
     return BenchResult(model=model_info(model, name), num_experts=e, top_k_original=k0,
                        top_k_restored=_top_k_state(model) == before,
                        prompt_tokens=int(ids.shape[1]), max_new_tokens=max_new_tokens, warmup=warmup,
@@ -218,9 +219,8 @@ def batch_rows(input_ids: torch.Tensor, batch_size: int) -> torch.Tensor:
     return torch.cat([head.repeat(batch_size, 1), torch.stack(rows)], dim=1)
 
 
-def _bench_cell(model: nn.Module, ids: torch.Tensor, k: int, repeats: int, warmup: int, new: int,
-                pad: int | None, name: str | None, score: PromptScore,
-                on_generate: Callable[[str], None] | None) -> BenchRun:
+def _bench_cell(w: Any, model: nn.Module, ids: torch.Tensor, k: int, repeats: int, warmup: int, new: int,
+                pad: int | None, score: PromptScore, on_generate: Callable[[str], None] | None) -> BenchRun:
     clock = StepClock(ids.device)
     kwargs = dict(attention_mask=torch.ones_like(ids), max_new_tokens=new, min_new_tokens=new, do_sample=False,
                   pad_token_id=pad, logits_processor=[clock.processor()])
@@ -231,15 +231,15 @@ def _bench_cell(model: nn.Module, ids: torch.Tensor, k: int, repeats: int, warmu
             if on_generate:
                 on_generate(f"{label} warm-up")
         results, prefill_s, decode_s, trace = [], [], [], None
-        for i in range(repeats):  # routing statistics need the first run's per-token trace only
-            with track(model, memory=False, modules=False, name=name, trace=i == 0, weights=i == 0) as t:
+        for i in range(repeats):  # one watch record per timed run; statistics from the first run's trace
+            with w.call():
                 clock.start()
                 model.generate(ids, **kwargs)
             p, d = clock.prefill_decode_s()
             prefill_s.append(p)
             decode_s.append(d)
-            results.append(t.result)
-            trace = t.trace if i == 0 else trace
+            results.append(w.collect()[-1])
+            trace = w.traces[-1] if i == 0 else trace
             if on_generate:
                 on_generate(label)
     rt = results[0].runtime

@@ -147,15 +147,19 @@ def summarize(static: CountResult, cap: Capture, collector: StepCollector, *, ro
     """Measured tokens, active params, experts per token, expert load and touched params of one run."""
     c = read(cap, collector)
     moe = static.moe
-    layers = moe.layers if moe else ()
+    layers = tuple(x for x in moe.layers if x.name in cap.names) if moe and routing else (moe.layers if moe else ())
+    subset = moe is not None and routing and len(layers) < len(moe.layers)  # track(layers=...): some layers only
+    if subset:
+        notes = (*notes, (Cause.LAYER_SUBSET, {"layers": len(layers), "of": len(moe.layers)}))
     measured = routing or moe is None
     complete = c.missed == 0 and c.misaligned == 0
     p = static.params
     everything = sum((_stat(c.stats[i]) for i in range(len(PHASES))), Stat())
     ok = measured and (complete or moe is None)
-    by_conv = {conv: everything.shifted(convention_offset(conv, p.by_group, p.lm_head_tied)) if ok else Stat()
+    whole = ok and not subset  # per-token figures need every MoE layer
+    by_conv = {conv: everything.shifted(convention_offset(conv, p.by_group, p.lm_head_tied)) if whole else Stat()
                for conv in CONVENTIONS}
-    by_phase = {ph: _stat(c.stats[i]) if ok else Stat() for i, ph in enumerate(PHASES)}
+    by_phase = {ph: _stat(c.stats[i]) if whole else Stat() for i, ph in enumerate(PHASES)}
     loads = tuple(tuple(int(x) for x in c.load[:, i, :layer.num_experts].sum(0)) for i, layer in enumerate(layers))
     loads_all = tuple(tuple(int(x) for x in c.load_all[:, i, :layer.num_experts].sum(0))
                       for i, layer in enumerate(layers))
@@ -175,10 +179,10 @@ def summarize(static: CountResult, cap: Capture, collector: StepCollector, *, ro
         top_k={"config": moe.top_k_config if moe else None, "router": moe.top_k if moe else None,
                "measured": max(kseen) if kseen and routing else None},
         expert_load=loads if ok else (),
-        params_touched=(touched_params(static, loads) if ok else None) if moe else p.total,
-        steps=_steps(static, collector, c, [layer.params_per_expert for layer in layers]) if ok else (),
+        params_touched=(touched_params(static, loads) if whole else None) if moe else p.total,
+        steps=_steps(static, collector, c, [layer.params_per_expert for layer in layers]) if whole else (),
         unused_modules=unused_modules,
-        moe_layer_names=tuple(layer.name for layer in layers),
+        moe_layer_names=tuple(layer.name for layer in layers),  # the layers captured
         forward_calls=cap.n_steps,
         wall_s=wall_s,
         counts=_counts(collector, c),
@@ -213,8 +217,10 @@ def build_trace(cap: Capture, collector: StepCollector) -> RoutingTrace:
                 layers[layer] = LayerTrace(name, e, ppe, torch.zeros(0, max(g.k, 1), dtype=torch.long), None, empty,
                                            empty, torch.zeros(0, dtype=torch.bool))
                 continue
-            w = weights[gi][j].float() if weights[gi] is not None else None
-            layers[layer] = LayerTrace(name, e, ppe, ids[gi][j].long(), w, step, position, real)
+            # the widest top_k_index this layer saw (the staging buffer may be wider: k changed, or preallocated)
+            k = max(cap.checks.kmax[layer], int(g.kseen[j]) if cap.options.compiled else 0) or g.k
+            w = weights[gi][j][:, :k].float() if weights[gi] is not None else None
+            layers[layer] = LayerTrace(name, e, ppe, ids[gi][j][:, :k].long(), w, step, position, real)
     masks = _step_masks(collector, real, step)
     return RoutingTrace(tuple(cap.names), tuple(StepTrace(m.phase, m.batch, m.seq, mask)
                                               for m, mask in zip(collector.meta, masks)), tuple(layers))

@@ -34,7 +34,7 @@ class Tracker:
                  verify_weights: bool = False, distributed: bool = False, nvml_interval_s: float = 0.05,
                  memory_peak: bool = True, trace: bool = False, weights: bool = False, coactivation: bool = False,
                  max_steps: int = 10_000, peak_flops: float | None = None, peak_bandwidth: float | None = None,
-                 name: str | None = None) -> None:
+                 layers: Any = None, name: str | None = None) -> None:
         model, self._wrapped = unwrap(model)
         for flag, value in (("routing", routing), ("modules", modules), ("memory", memory), ("trace", trace),
                             ("verify_weights", verify_weights), ("distributed", distributed), ("weights", weights),
@@ -52,6 +52,10 @@ class Tracker:
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
                 raise TrackingError(f"track({flag}={value!r}): expected a positive number (per second) or None")
         self.peak_flops, self.peak_bandwidth = peak_flops, peak_bandwidth
+        if layers is not None and (isinstance(layers, (str, int)) or not all(
+                isinstance(x, (str, int)) and not isinstance(x, bool) for x in layers)):
+            raise TrackingError(f"track(layers={layers!r}): expected a list of MoE layer names or indices")
+        self.layer_choice = None if layers is None else list(layers)
         self.model = model
         self.routing, self.modules, self.memory = routing, modules, memory
         self.verify_weights, self.distributed = verify_weights, distributed
@@ -94,8 +98,26 @@ class Tracker:
         self._t0 = time.perf_counter()
         return self
 
+    def _selected(self) -> list[MoELayer]:
+        """The MoE layers to capture: all, or those ``layers=`` names (by name or by index among MoE layers)."""
+        if not self.routing:
+            return []
+        if self.layer_choice is None:
+            return list(self.layers)
+        names = [x.name for x in self.layers]
+        chosen = []
+        for x in self.layer_choice:
+            if isinstance(x, int) and -len(names) <= x < len(names):
+                chosen.append(self.layers[x])
+            elif isinstance(x, str) and x in names:
+                chosen.append(self.layers[names.index(x)])
+            else:
+                raise TrackingError(f"track(layers=...): {x!r} is not one of the {len(names)} MoE layers "
+                                    f"({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}) or their indices")
+        return [x for x in self.layers if any(x is c for c in chosen)]
+
     def _capture(self) -> Capture:
-        layers = self.layers if self.routing else []
+        layers = self._selected()
         moe = self.static.moe
         base = self.static.params.total - (moe.routed_params if moe else 0)
         k = max([x.top_k or 1 for x in layers], default=1)
@@ -120,9 +142,8 @@ class Tracker:
         self._modules = ModuleCollector()
         stack.enter_context(self.model.register_forward_pre_hook(self._steps, with_kwargs=True))
         stack.enter_context(self.model.register_forward_hook(self._steps.after, with_kwargs=True))
-        if self.routing:
-            for i, layer in enumerate(self.layers):
-                self._install_routing(stack, layer, i)
+        for i, layer in enumerate(self._selected()):
+            self._install_routing(stack, layer, i)
         if self.modules and not self._compiled:
             mc = self._modules
             for name, module in self._facts.with_params:
@@ -267,7 +288,7 @@ def track(model: Any, *, routing: bool = True, modules: bool = True, memory: boo
           verify_weights: bool = False, distributed: bool = False, nvml_interval_s: float = 0.05,
           memory_peak: bool = True, trace: bool = False, weights: bool = False, coactivation: bool = False,
           max_steps: int = 10_000, peak_flops: float | None = None, peak_bandwidth: float | None = None,
-          name: str | None = None) -> Tracker:
+          layers: Any = None, name: str | None = None) -> Tracker:
     """Track a model (an ``nn.Module``, a ``torch.compile``'d module, or a transformers ``Pipeline``) inside a
     ``with`` block; the result is ``t.result`` afterwards.
 
@@ -279,6 +300,7 @@ def track(model: Any, *, routing: bool = True, modules: bool = True, memory: boo
     ``nvml_interval_s`` s; ``memory_peak`` resets torch's peak counter of each CUDA device at start so the run's
     own peak is known — this also resets the caller's ``torch.cuda.max_memory_allocated``: pass
     ``memory_peak=False`` to keep it); ``verify_weights`` fingerprints the state_dict before and after;
+    ``layers`` limits capture to some MoE layers (names or indices: loads for those, no per-token figures);
     ``distributed`` merges every rank's result at ``stop()`` (a collective); ``peak_flops`` / ``peak_bandwidth``
     (FLOP/s, bytes/s) override the device's known peaks for utilization.
 
@@ -295,4 +317,4 @@ def track(model: Any, *, routing: bool = True, modules: bool = True, memory: boo
     return Tracker(model, routing=routing, modules=modules, memory=memory, verify_weights=verify_weights,
                    distributed=distributed, nvml_interval_s=nvml_interval_s, memory_peak=memory_peak, trace=trace,
                    weights=weights, coactivation=coactivation, max_steps=max_steps, peak_flops=peak_flops,
-                   peak_bandwidth=peak_bandwidth, name=name)
+                   peak_bandwidth=peak_bandwidth, layers=layers, name=name)

@@ -18,8 +18,10 @@ from typing import Any, Iterator
 
 from ..errors import TrackingError
 from ..results import TrackResult, reconcile
+from ..static import model_name
 from .capture import Capture
 from .collectors import StepCollector
+from .static_cache import facts
 from .summary import build_trace, summarize
 from .tracker import Tracker
 
@@ -30,6 +32,7 @@ PER = ("generate", "forward", "call")
 class _Sealed:
     capture: Capture
     steps: StepCollector
+    static: Any  # the static counts when the record ended (a set_top_k between records changes them)
     index: int
     start_unix_s: float
     wall_s: float
@@ -52,12 +55,15 @@ class Watcher(Tracker):
         self.per, self.sample_every = per, sample_every
         self.jsonl = None if jsonl is None else Path(jsonl)
         self._records: list[TrackResult] = []
+        self._traces: list[Any] = []
         self._pending: list[_Sealed] = []
 
     def start(self) -> Watcher:
         super().start()
         self._index, self._open = 0, False
         self._begin()
+        if self.per == "call":
+            self._steps.enabled = self._cap.enabled = False
         if self.per != "call":
             self._steps.boundary = self._boundary
         return self
@@ -78,23 +84,28 @@ class Watcher(Tracker):
     def _seal(self) -> None:
         sampled = self._steps.enabled
         wall = time.perf_counter() - self._open_t
-        self._pending.append(_Sealed(self._cap.seal(), self._steps.seal(), self._index, self._open_unix, wall,
-                                     sampled))
+        static = facts(self.model, self.name or model_name(self.model)).static
+        self._pending.append(_Sealed(self._cap.seal(), self._steps.seal(), static, self._index, self._open_unix,
+                                     wall, sampled))
         self._index += 1
         self._open = False
         self._begin()
+        if self.per == "call":  # outside a call nothing is recorded
+            self._steps.enabled = self._cap.enabled = False
 
     @contextlib.contextmanager
     def call(self) -> Iterator[None]:
         """One record for exactly what runs inside the block (``per="call"``, or to mark a boundary by hand)."""
         if self._stack is None:
             raise TrackingError("watch().call() needs a started watch: use it inside `with runprof.watch(model) as w:`")
-        if self._open or self._cap.n_steps:
+        if self._cap.n_steps:
             self._seal()
         self._open = self.per == "call"
         self._begin()
-        yield
-        self._seal()
+        try:
+            yield
+        finally:
+            self._seal()
 
     def collect(self) -> list[TrackResult]:
         """Build the records that ended since the last call (one copy to the CPU each); return them."""
@@ -103,14 +114,14 @@ class Watcher(Tracker):
             if not s.sampled:
                 continue
             t0 = time.perf_counter()
-            runtime = summarize(self.static, s.capture, s.steps, routing=self.routing, unused_modules=(),
+            runtime = summarize(s.static, s.capture, s.steps, routing=self.routing, unused_modules=(),
                                 wall_s=s.wall_s)
             extra = {"record": {"index": s.index, "start_unix_s": s.start_unix_s, "wall_s": s.wall_s,
                                 "sample_every": self.sample_every}}
             if self.trace_on:
-                extra["record"]["trace_kept"] = True
                 self._trace = build_trace(s.capture, s.steps)
-            result = TrackResult(static=self.static, runtime=runtime, reconcile=reconcile(self.static, runtime),
+                self._traces.append(self._trace)
+            result = TrackResult(static=s.static, runtime=runtime, reconcile=reconcile(s.static, runtime),
                                  extra=extra)
             result.extra["record"]["runprof_s"] = time.perf_counter() - t0
             built.append(result)
@@ -127,12 +138,18 @@ class Watcher(Tracker):
         self.collect()
         return list(self._records)
 
+    @property
+    def traces(self) -> list[Any]:
+        """With ``trace=True``: each record's per-token trace, in the order of :attr:`records`."""
+        self.collect()
+        return list(self._traces)
+
     def stop(self) -> TrackResult:
         """End the open record, remove the hooks, build what is left; the result is the combination of every
         sampled record (``w.records`` has them one by one)."""
         if self._stack is None:
             raise TrackingError("stop() called on a watch that is not running")
-        if self._open or self._cap.n_steps:
+        if self._cap.n_steps:
             self._seal()
         stack, self._stack = self._stack, None
         stack.close()
@@ -148,7 +165,8 @@ def watch(model: Any, *, per: str = "generate", sample_every: int = 1, jsonl: st
     """Install runprof's hooks once and get one result per call: ``per="generate"`` (each ``generate()``, from one
     prefill to the next), ``"forward"`` (each forward) or ``"call"`` (each ``with w.call():``). ``sample_every=N``
     keeps one record in N (the others cost one Python check per hook); ``jsonl`` appends each record to a JSON-lines
-    file as it is built; other options as :func:`track` (no memory ledger or module list per record).
+    file as it is built; ``layers`` limits capture to some MoE layers; other options as :func:`track` (no memory
+    ledger or module list per record).
     ``w.records`` are the results, each with ``extra["record"]``: index, start time, wall time and the time runprof
     spent building it.
 
@@ -162,9 +180,7 @@ def watch(model: Any, *, per: str = "generate", sample_every: int = 1, jsonl: st
     >>> [r.runtime.tokens["prefill"] for r in w.records]
     [3, 5]
     """
-    if layers is not None:
-        raise TrackingError("watch(layers=...) is not supported: per-token figures need every MoE layer")
-    return Watcher(model, per=per, sample_every=sample_every, jsonl=jsonl, **options)
+    return Watcher(model, per=per, sample_every=sample_every, jsonl=jsonl, layers=layers, **options)
 
 
 __all__ = ["Watcher", "watch"]
