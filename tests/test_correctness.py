@@ -249,3 +249,14 @@ def test_fullgraph_compilation_survives_the_hooks():
     rt = t.result.runtime
     assert rt.observation.complete and rt.active_params_per_token["all"].min == t.result.params.active_per_token["all"]
     torch._dynamo.reset()
+
+
+def test_a_new_cache_is_a_new_prefill_even_when_it_reuses_a_freed_id():
+    """Python reuses the id of a freed object: phases follow the cache object itself, not its id."""
+    from transformers import DynamicCache
+
+    model = tiny_model("mixtral").eval()
+    with torch.inference_mode(), runprof.track(model, memory=False) as t:
+        for _ in range(5):
+            model(_ids(), past_key_values=DynamicCache(config=model.config), use_cache=True)
+    assert [s.phase for s in t.result.runtime.steps] == ["prefill"] * 5

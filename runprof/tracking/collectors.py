@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import weakref
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -65,8 +66,8 @@ class StepCollector:
     """Forward pre-hook on the tracked model: one step per call.
 
     Phase: a call with grad enabled on a model in training mode is a ``train`` forward. Otherwise a call that
-    passes a cache object runprof has not seen yet is a prefill; later calls with the same cache object are
-    decode steps; a call without a cache is a prefill, and when it may create its own cache (``use_cache``
+    passes a cache object other than the previous call's is a prefill; a call with the previous call's cache object
+    is a decode step; a call without a cache is a prefill, and when it may create its own cache (``use_cache``
     not False), the next call's new cache object continues it (decode). Real rows exclude padding (the
     attention mask) and, inside ``generate()``, rows whose sequence has fed its EOS.
     """
@@ -77,7 +78,7 @@ class StepCollector:
         self.max_steps = max_steps
         self.rows = dict.fromkeys(PHASES, 0)  # rows computed per phase (padding, finished rows included)
         self.generations: list[GenerationState] = []
-        self._caches: set[int] = set()
+        self._last_cache: Any = None  # a weak reference to the cache object of the last call
         self._fresh = False
         self._context = 0
         self.cuda = capture.main if capture.main.type == "cuda" else None
@@ -100,8 +101,13 @@ class StepCollector:
             # the model may create its cache inside this call: the next unseen cache continues this sequence
             self._fresh = kwargs.get("use_cache") is not False
             return "prefill"
-        phase = "decode" if id(cache) in self._caches or self._fresh else "prefill"
-        self._caches.add(id(cache))
+        # the same object as the last call's (by identity, held weakly: a new cache may reuse a freed one's id)
+        last = self._last_cache() if self._last_cache is not None else None
+        phase = "decode" if last is cache or self._fresh else "prefill"
+        try:
+            self._last_cache = weakref.ref(cache)
+        except TypeError:  # a cache that takes no weak reference: keep it (one object) until the next call
+            self._last_cache = lambda: cache
         self._fresh = False
         return phase
 
