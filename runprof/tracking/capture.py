@@ -86,6 +86,7 @@ class Capture:
         self.trace = Trace() if options.trace else None
         self.implicit: Callable[[int], None] | None = None  # opens a step when routing runs without one
         self.enabled = True  # watch(sample_every=N): the routing hooks skip records that are not sampled
+        self._held: list[list[tuple[int, torch.Tensor, torch.Tensor | None]]] = [[] for _ in names]
 
     # --- eager side: the step hook ---------------------------------------------------------------------------
     def begin_step(self, phase: str, rows: int, mask: torch.Tensor | None) -> None:
@@ -138,23 +139,44 @@ class Capture:
 
     # --- the routing hooks -------------------------------------------------------------------------------------
     def record(self, layer: int, ids: torch.Tensor, weights: torch.Tensor | None) -> None:
-        """Eager mode: one copy of this call's ids into the staging rows of the current step."""
-        g, j = self.where[layer]
-        n, k = int(ids.shape[0]), int(ids.shape[1])
+        """Eager mode: keep a reference to this call's ids (no device op); the chunk reduction copies them into
+        the staging rows (a chunk holds at most ``chunk_steps`` steps, so the references stay few)."""
+        n, k = ids.shape
         ch = self.checks
         if self.n_steps == 0 and self.implicit is not None:  # a submodule called directly: an implicit prefill
             self.implicit(n)
-            g, j = self.where[layer]
-        if self._cur + n > g.rows or not self.chunk.steps:
+        if not self.chunk.steps:
             ch.misaligned[layer] += 1
             return
-        if k > g.k:
-            self._widen(g, k)
-        g.stage[j, self._cur:self._cur + n, :k].copy_(ids)
-        if weights is not None and g.wstage is not None:
-            g.wstage[j, self._cur:self._cur + n, :k].copy_(weights)
+        self._held[layer].append((self._cur, ids, weights))
         ch.rows_now[layer] += n
-        ch.kmax[layer] = max(ch.kmax[layer], k)
+        if k > ch.kmax[layer]:
+            ch.kmax[layer] = k
+
+    def _stage_held(self) -> None:
+        """Copy the held ids of the chunk into the staging rows (one concatenation and copy per layer)."""
+        for layer, held in enumerate(self._held):
+            if not held:
+                continue
+            g, j = self.where[layer]
+            first, end, contiguous, width = held[0][0], held[0][0], True, 0
+            for c, x, _ in held:
+                contiguous = contiguous and c == end
+                end, width = c + x.shape[0], max(width, x.shape[1])
+            if width > g.k:
+                self._widen(g, width)
+            if contiguous and all(x.shape[1] == width for _, x, _ in held):
+                ids = held[0][1] if len(held) == 1 else torch.cat([x for _, x, _ in held])
+                g.stage[j, first:first + ids.shape[0], :width].copy_(ids)
+                if g.wstage is not None and all(w is not None for _, _, w in held):
+                    w = held[0][2] if len(held) == 1 else torch.cat([w for _, _, w in held])
+                    g.wstage[j, first:first + w.shape[0], :width].copy_(w)
+            else:
+                for c, x, w in held:
+                    g.stage[j, c:c + x.shape[0], :x.shape[1]].copy_(x)
+                    if g.wstage is not None and w is not None:
+                        g.wstage[j, c:c + w.shape[0], :w.shape[1]].copy_(w)
+            held.clear()
 
     def record_compiled(self, layer: int, ids: torch.Tensor, weights: torch.Tensor | None) -> None:
         """Compiled mode: device ops only (traced into the graph), no Python state."""
@@ -209,6 +231,7 @@ class Capture:
         if n == 0:
             self.chunk = ChunkRows([])
             return
+        self._stage_held()
         mask, phase, step = self.mask[:n], self.meta[1, :n], self.meta[0, :n]
         ns = len(chunk.steps)
         self.tokens.scatter_add_(0, phase, mask.long())

@@ -205,12 +205,13 @@ class RoutingCollector:
         self.layer, self.index, self.capture = layer, index, capture
         self._adapter = layer.adapter.bind(layer)
         self._weights = weights
-        self._record = capture.record_compiled if capture.options.compiled else capture.record
+        self._compiled = capture.options.compiled
+        self._record = capture.record_compiled if self._compiled else capture.record
 
     def _take(self, captured: tuple[torch.Tensor, torch.Tensor | None] | None) -> None:
         if captured is None or not self.capture.enabled:
             return
-        if in_backward():
+        if (self._compiled and in_backward()) or (not self._compiled and torch._C._current_graph_task_id() != -1):
             self.capture.checks.recomputed[self.index] += 1
             return
         ids, weights = captured

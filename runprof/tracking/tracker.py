@@ -140,6 +140,7 @@ class Tracker:
         self._cap = self._capture()  # allocated after the memory readings: runprof's own bytes are a row
         self._steps = StepCollector(self._cap, max_steps=self._cap.options.max_steps)
         self._modules = ModuleCollector()
+        self._routers: list[RoutingCollector] = []
         stack.enter_context(self.model.register_forward_pre_hook(self._steps, with_kwargs=True))
         stack.enter_context(self.model.register_forward_hook(self._steps.after, with_kwargs=True))
         for i, layer in enumerate(self._selected()):
@@ -152,6 +153,7 @@ class Tracker:
 
     def _install_routing(self, stack: contextlib.ExitStack, layer: MoELayer, index: int) -> None:
         rc = RoutingCollector(layer, index, self._cap, weights=self.weights or self.trace_on)
+        self._routers.append(rc)
         if layer.adapter.capture == "experts_pre":
             target = layer.adapter.hook_module(layer)
             stack.enter_context(target.register_forward_pre_hook(rc.pre_hook, with_kwargs=True))

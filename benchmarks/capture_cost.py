@@ -1,0 +1,100 @@
+"""Cost of runprof's capture against the work: device and process memory, start, per-step and stop cost.
+
+runprof's hooks are driven directly (the step hook with decode-shaped inputs, every MoE layer's routing hook with
+k expert ids per row), on real MoE layers of tiny-hidden models of the shapes asked for, so the model's own compute
+does not drown runprof's: 4 layers x 8 experts (k 2), 48 x 128 (k 8, Qwen3-30B-A3B's shape) and 60 x 256 (k 8,
+DeepSeek-V3's expert count), decoding 1k, 10k and 100k tokens at batch 1 and 32, in the default mode (counters) and
+in trace mode. Writes ``benchmarks/results/capture_cost.json`` after each case; prints one line per case.
+
+    python benchmarks/capture_cost.py [--quick] [--out benchmarks/results/capture_cost.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import runprof  # noqa: E402
+
+SHAPES = [(4, 8, 2), (48, 128, 8), (60, 256, 8)]
+
+
+def model_of(layers: int, experts: int, k: int) -> torch.nn.Module:
+    from transformers import AutoModelForCausalLM, Qwen3MoeConfig
+
+    cfg = Qwen3MoeConfig(hidden_size=16, intermediate_size=16, moe_intermediate_size=4, num_hidden_layers=layers,
+                         num_attention_heads=2, num_key_value_heads=1, head_dim=8, vocab_size=64,
+                         num_experts=experts, num_experts_per_tok=k, max_position_embeddings=256)
+    return AutoModelForCausalLM.from_config(cfg).eval()
+
+
+def drive(model: torch.nn.Module, tokens: int, batch: int, *, trace: bool) -> dict:
+    """Decode ``tokens`` tokens in steps of ``batch`` rows through runprof's hooks; measure runprof only."""
+    g = torch.Generator().manual_seed(0)
+    t = runprof.track(model, memory=False, modules=False, trace=trace)
+    t0 = time.perf_counter()
+    t.start()
+    start_s = time.perf_counter() - t0
+    routers = t._routers
+    e, k = routers[0].layer.num_experts, max(r.layer.top_k for r in routers)
+    steps = max(1, tokens // batch)
+    cache = object()
+    ids = torch.randint(0, 60, (batch, 1), generator=g)
+    choices = [torch.randperm(e, generator=g)[:k].repeat(batch, 1) for _ in range(8)]
+    hidden = torch.zeros(batch, 16)
+    tracemalloc.start()
+    snap0, dev0, cpu0 = None, None, time.process_time()
+    w0 = time.perf_counter()
+    for s in range(steps):
+        t._steps(model, (ids,), {"past_key_values": cache, "attention_mask": None})
+        for i, rc in enumerate(routers):
+            rc.pre_hook(rc.layer.experts, (hidden, choices[(s + i) % 8], None), {})
+        if s == max(1, steps // 100) and snap0 is None:
+            snap0, dev0 = tracemalloc.take_snapshot(), sum(t._cap.nbytes().values())
+    per_step_s = (time.perf_counter() - w0) / steps
+    per_step_cpu_s = (time.process_time() - cpu0) / steps
+    snap1, dev1 = tracemalloc.take_snapshot(), sum(t._cap.nbytes().values())
+    tracemalloc.stop()
+    grown = sum(d.size_diff for d in snap1.compare_to(snap0 or snap1, "filename") if "runprof" in str(d.traceback))
+    t1 = time.perf_counter()
+    r = t.stop()
+    stop_s = time.perf_counter() - t1
+    assert r.runtime.tokens["prefill"] + r.runtime.tokens["decode"] == steps * batch
+    assert all(sum(load) == steps * batch * k for load in r.runtime.expert_load)
+    return {"tokens": steps * batch, "batch": batch, "steps": steps, "trace": trace, "start_s": start_s,
+            "per_step_s": per_step_s, "per_step_cpu_s": per_step_cpu_s, "stop_s": stop_s,
+            "device_bytes_early": dev0, "device_bytes_end": dev1, "python_bytes_grown": grown,
+            "trace_bytes_per_token_layer": (dev1 - dev0) / (steps * batch * len(routers)) if trace else None}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="1k and 10k tokens only")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "capture_cost.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    cases = []
+    for layers, experts, k in SHAPES:
+        model = model_of(layers, experts, k)
+        for tokens in ((1_000, 10_000) if args.quick else (1_000, 10_000, 100_000)):
+            for batch in (1, 32):
+                for trace in (False, True) if (layers, experts) == (48, 128) else (False,):
+                    row = {"layers": layers, "experts": experts, "k": k, **drive(model, tokens, batch, trace=trace)}
+                    cases.append(row)
+                    print(f"{layers}x{experts} k{k} {row['tokens']:>7} tok b{batch:<2} {'trace' if trace else 'count'}:"
+                          f" start {row['start_s'] * 1e3:6.1f} ms, {row['per_step_s'] * 1e6:7.1f} us/step "
+                          f"(cpu {row['per_step_cpu_s'] * 1e6:7.1f}), stop {row['stop_s'] * 1e3:7.1f} ms, device "
+                          f"{row['device_bytes_early'] / 2**20:6.2f} -> {row['device_bytes_end'] / 2**20:6.2f} MiB, "
+                          f"python +{row['python_bytes_grown'] / 2**20:.2f} MiB", flush=True)
+                    Path(args.out).write_text(json.dumps({"torch": torch.__version__, "cases": cases}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
