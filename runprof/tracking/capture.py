@@ -107,7 +107,8 @@ class Capture:
         p = PHASES.index(phase)
         self.meta[0, c:c + rows].fill_(len(chunk.steps))
         self.meta[1, c:c + rows].fill_(p)
-        self.meta[2, c:c + rows].copy_(torch.arange(rows, device=self.main))
+        if self.trace is not None:  # the position of each row inside its step: only the trace keeps it
+            self.meta[2, c:c + rows].copy_(torch.arange(rows, device=self.main))
         if self.options.compiled:
             for g in self.groups:
                 g.cursor.fill_(c)
