@@ -180,40 +180,19 @@ def test_cli_under_torchrun(tmp_path: Path) -> None:
     assert "merged across 2 ranks (gloo)" in proc.stdout
     data = json.loads(out.read_text())
     assert data["extra"]["distributed"]["world_size"] == 2
-    rt = data["runtime"]
-    assert rt["forward_calls"] >= 2 and rt["steps"] == []  # at least one prefill per rank
-    assert all(sum(load) == 2 * (rt["tokens"]["prefill"] + rt["tokens"]["decode"]) for load in rt["expert_load"])
+    # the same prompts split the same way (rank 0: lines 0 and 2, rank 1: line 1), tracked in this process
+    loaded = runprof.load_model()
+    from runprof.cli.prompts import encode_prompts
 
-
-# --- where the merge's tensors live (a fake process group: no GPU or NCCL needed) -----------------------
-
-class _FakeDist:
-    """What ``collective_device`` reads of ``torch.distributed``: the backend and the default group."""
-
-    def __init__(self, backend: str, bound: Any = None) -> None:
-        self.backend = backend
-        group = type("Group", (), {"bound_device_id": bound})()
-        self.distributed_c10d = type("C10d", (), {"_get_default_group": staticmethod(lambda: group)})
-
-    def get_backend(self, group: Any = None) -> str:
-        return self.backend
-
-
-def test_collective_device_follows_the_backend_and_the_model(monkeypatch):
-    from runprof.tracking.distributed import collective_device
-
-    monkeypatch.delenv("LOCAL_RANK", raising=False)
-    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
-    cuda = torch.device
-    # gloo, and a mixed group, reduce on the CPU whatever the model's device
-    assert collective_device(_FakeDist("gloo"), None, cuda("cuda", 3)) == cuda("cpu")
-    assert collective_device(_FakeDist("cpu:gloo,cuda:nccl"), None) == cuda("cpu")
-    # NCCL: the model's own GPU first, then the group's bound device, then LOCAL_RANK, then the current one
-    nccl = _FakeDist("nccl", bound=cuda("cuda", 2))
-    assert collective_device(nccl, None, cuda("cuda", 5)) == cuda("cuda", 5)
-    assert collective_device(nccl, None, cuda("cpu")) == cuda("cuda", 2)
-    assert collective_device(nccl, None, cuda("cuda")) == cuda("cuda", 2)  # no index: not a rank's own GPU
-    assert collective_device(_FakeDist("NCCL"), None) == cuda("cuda", 0)
-    monkeypatch.setenv("LOCAL_RANK", "1")
-    assert collective_device(_FakeDist("nccl"), None) == cuda("cuda", 1)
-    assert collective_device(nccl, None) == cuda("cuda", 2)  # a bound device wins over LOCAL_RANK
+    singles = []
+    for share in (["def main():", "class A:"], ["import os"]):
+        enc = encode_prompts(loaded.tokenizer, loaded.model.config, share, 3)
+        with torch.inference_mode(), runprof.track(loaded.model, memory=False) as t:
+            loaded.model.generate(**enc, max_new_tokens=3, do_sample=False, pad_token_id=loaded.tokenizer.pad_token_id)
+        singles.append(t.result)
+    expected = TrackResult.combine(*singles, parallel=True).runtime
+    rt = TrackResult.from_dict(data).runtime
+    assert (rt.tokens, rt.expert_load, rt.active_params_per_token, rt.experts_per_token, rt.counts) == \
+        (expected.tokens, expected.expert_load, expected.active_params_per_token, expected.experts_per_token,
+         expected.counts)
+    assert rt.forward_calls == expected.forward_calls and rt.steps == ()
