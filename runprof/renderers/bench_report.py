@@ -21,7 +21,7 @@ def _spread(s: object) -> str:
 
 
 def render_bench(r: BenchResult, *, full: bool = False, width: int | None = None) -> str:
-    """The bench summary (one row per top-k and batch size, a verdict, a routing line per cell), fitted to
+    """The bench summary (one row per top-k and batch size, a verdict, a routing line per top-k), fitted to
     ``width`` (the terminal's when None); with ``full``, then the detail: timings with their spread, distinct
     experts per decode step, a routing table per top-k. Example:
     ``print(render_bench(runprof.routing.bench(model, ids, top_ks=[1, 2])))``."""
@@ -38,13 +38,16 @@ def render_bench_summary(r: BenchResult, width: int | None = None) -> str:
     out = wrap(f"{m.name}  ({m.class_name}, {m.dtype}) on {where}: {r.num_experts} experts per layer, own top-k "
                f"{n(r.top_k_original)} ({'restored' if r.top_k_restored else 'NOT RESTORED'}); prompt "
                f"{r.prompt_tokens} tokens, {r.max_new_tokens} new; {r.warmup} warm-up + {r.repeats} timed runs per "
-               f"cell; {r.cpu_threads} CPU threads", width)
+               f"cell; {r.cpu_threads} CPU thread{'' if r.cpu_threads == 1 else 's'}", width)
     rows = [_brief_row(run, r.reference.mean_logprob) for run in r.runs]
     out += ["", _table(rows, ["k", "batch", "experts/token", "active/token (vs static)", "decode tok/s",
                               "prefill tok/s", f"logprob (vs k={n(r.top_k_original)})"],
                        ("right",) * 7, width=width)]
     out += wrap(_bench_verdict(r), width)
-    out += [piece for run in r.runs for piece in wrap(_routing_line(run), width)]
+    first = {}
+    for run in r.runs:  # one routing line per k: its first batch size
+        first.setdefault(run.top_k, run)
+    out += [piece for run in first.values() for piece in wrap(_routing_line(run), width)]
     out += [piece for note in r.notes for piece in wrap(f"note: {note}", width)]
     return "\n".join(out)
 

@@ -150,7 +150,8 @@ def _verdict(r: TrackResult) -> list[str]:
         return ["verdict: nothing to reconcile"]
     active = rows[0]
     if active.cause in EQUAL_CAUSES:
-        lines = [f"verdict: measured = static; {describe(active.cause, active.detail)}"]
+        sentence = describe(active.cause, active.detail)
+        lines = [f"verdict: measured = static: {sentence.removeprefix('equal: ')}"]
     else:
         lines = [f"verdict: {describe(active.cause, active.detail)}"]
     if "weights_changed" in r.extra:

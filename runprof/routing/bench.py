@@ -52,8 +52,8 @@ class BenchRun:
 
     def to_dict(self) -> dict[str, Any]:
         routing = self.routing.to_dict()
-        for name, router in zip(routing, self.score.router or ()):
-            routing[name]["router_on_prompt"] = None if router is None else router.to_dict()
+        for layer, router in zip(routing, self.score.router or ()):
+            layer["router_on_prompt"] = None if router is None else router.to_dict()
         return {
             "top_k": self.top_k, "batch_size": self.batch_size,
             "experts_per_token": self.experts_per_token.to_dict(),
@@ -68,8 +68,8 @@ class BenchRun:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BenchRun:
-        routing = {name: {k: v for k, v in layer.items() if k != "router_on_prompt"}
-                   for name, layer in d["routing"].items()}
+        layers = d["routing"].values() if isinstance(d["routing"], dict) else d["routing"]  # a dict before 0.1
+        routing = [{k: v for k, v in layer.items() if k != "router_on_prompt"} for layer in layers]
         return cls(
             top_k=d["top_k"], batch_size=d["batch_size"], tokens=dict(d["tokens"]),
             prefill_s=tuple(d["prefill_s"]), decode_s=tuple(d["decode_s"]),
