@@ -52,11 +52,9 @@ def _latency(r: TrackResult) -> str:
         return "latency: not kept (a result merged across ranks or runs; each rank's own result has it)"
     parts = []
     if lat.ttft_s.count:
-        parts.append(f"time to first token {seconds(lat.ttft_s.median)}")
+        parts.append(f"first token {seconds(lat.ttft_s.median)}")
     if lat.decode_tokens_per_s is not None:
-        step = lat.decode_step_s
-        parts.append(f"decode {rate(lat.decode_tokens_per_s)} tokens/s (step {seconds(step.median)} median, "
-                     f"{seconds(step.p90)} p90)")
+        parts.append(f"decode {rate(lat.decode_tokens_per_s)} tokens/s ({seconds(lat.decode_step_s.median)}/step)")
     if lat.prefill_tokens_per_s is not None:
         parts.append(f"prefill {rate(lat.prefill_tokens_per_s)} tokens/s")
     if lat.train_forward_s.count:
@@ -96,8 +94,8 @@ def _load(r: TrackResult) -> str:
     cells = [(x / sum(load), names[i], e) for i, load in enumerate(loads) if sum(load) for e, x in enumerate(load)]
     hi, lo = max(cells, key=lambda c: c[0]), min(cells, key=lambda c: c[0])
     e = len(loads[0])
-    return (f"expert load ({len(loads)} layers x {e} experts, uniform {100 / e:.1f}%): most {100 * hi[0]:.1f}% "
-            f"({hi[1]} e{hi[2]}), least {100 * lo[0]:.1f}% ({lo[1]} e{lo[2]})")
+    return (f"expert load: most {100 * hi[0]:.1f}% ({hi[1]} e{hi[2]}), least {100 * lo[0]:.1f}% ({lo[1]} e{lo[2]}); "
+            f"uniform {100 / e:.1f}%")
 
 
 def _layer_labels(r: TrackResult) -> list[str]:
@@ -114,12 +112,12 @@ def _memory(ledger: MemoryLedger | None) -> str:
     if ledger is None:
         return "memory: not measured (track(memory=False), --no-memory)"
     static = [f"{label} {human_bytes(b)}" for label, b in (("weights", _bytes(ledger, "weights")),
-                                                           ("KV cache", _bytes(ledger, "kv_cache"))) if b is not None]
+                                                           ("KV", _bytes(ledger, "kv_cache"))) if b is not None]
     cpu = [r for r in ledger.rows if r.bytes is None and r.reason is Cause.NOT_CUDA]
     if cpu:
         peak = _bytes(ledger, "process_rss_peak")
-        rss = [f"process RSS peak {human_bytes(peak)}"] if peak is not None else []
-        return f"memory: {', '.join(static + rss)} (a CPU run: the {len(cpu)} GPU rows do not apply)"
+        rss = [f"peak RSS {human_bytes(peak)}"] if peak is not None else []
+        return f"memory: {', '.join(static + rss)} (CPU: no GPU rows)"
     return "memory: " + "; ".join(x for x in (", ".join(static), _gpu_peak(ledger)) if x)
 
 
@@ -149,9 +147,11 @@ def _verdict(r: TrackResult) -> list[str]:
     if not rows:
         return ["verdict: nothing to reconcile"]
     active = rows[0]
-    if active.cause in EQUAL_CAUSES:
-        sentence = describe(active.cause, active.detail)
-        lines = [f"verdict: measured = static: {sentence.removeprefix('equal: ')}"]
+    if active.cause is Cause.EQUAL:
+        lines = [f"verdict: measured = static; each token used exactly k = {n(r.runtime.top_k['router'])} experts "
+                 "per MoE layer"]
+    elif active.cause in EQUAL_CAUSES:
+        lines = [f"verdict: measured = static: {describe(active.cause, active.detail)}"]
     else:
         lines = [f"verdict: {describe(active.cause, active.detail)}"]
     if "weights_changed" in r.extra:
@@ -162,6 +162,9 @@ def _verdict(r: TrackResult) -> list[str]:
             continue
         said.add(row.cause)
         delta = "" if row.delta is None else f" ({'+' if row.delta >= 0 else ''}{n(row.delta)})"
+        if row.quantity == "params_touched":
+            lines.append(f"params touched: {n(row.measured)} of {n(row.static)}: {describe(row.cause, row.detail)}")
+            continue
         lines.append(f"{QUANTITIES.get(row.quantity, row.quantity)}: static {n(row.static)}, measured "
                      f"{n(row.measured)}{delta}: {describe(row.cause, row.detail)}")
     return lines
