@@ -43,7 +43,7 @@ def test_default_model_offline_under_30_s(tmp_path):
     assert rt["experts_per_token"] == {"mean": 2.0, "min": 2, "max": 2, "total": 2 * rows, "count": rows}
     text = " ".join(proc.stdout.split())  # the report wraps to the terminal's width
     assert "generated (first line)" in text
-    assert "measured = static: every token used exactly the router's k experts" in text
+    assert "verdict: measured = static; each token used exactly k = 2 experts per MoE layer" in text
 
 
 def test_top_k_1_on_default_model(capsys, tmp_path):

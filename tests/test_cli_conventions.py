@@ -101,3 +101,35 @@ def test_bench_default_top_k(capsys):
     assert "no --top-k given: comparing k = 1,2,4" in captured.err
     rows = [line.split()[:2] for line in captured.out.splitlines() if line[:3].strip() in ("1", "2", "4")]
     assert rows == [["1", "1"], ["2", "1"], ["4", "1"]]
+
+
+class _Terminal:
+    """A stderr that says it is a terminal and keeps what is written to it."""
+
+    def __init__(self, tty: bool) -> None:
+        self.tty, self.text = tty, ""
+
+    def isatty(self) -> bool:
+        return self.tty
+
+    def write(self, s: str) -> int:
+        self.text += s
+        return len(s)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_progress_while_building_is_drawn_on_a_terminal_only(monkeypatch):
+    from runprof.cli.progress import Activity
+
+    for tty in (True, False):
+        err = _Terminal(tty)
+        monkeypatch.setattr(sys, "stderr", err)
+        with Activity(interval_s=0.01) as activity:
+            activity.start("building mixtral with random weights on cpu")
+            time.sleep(0.05)
+        if tty:
+            assert "\r" in err.text and "building mixtral with random weights on cpu: 00:00" in err.text
+        else:
+            assert err.text == "building mixtral with random weights on cpu ...\n"  # one line, no \r frames
