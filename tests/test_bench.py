@@ -103,12 +103,12 @@ def test_json_shape_and_round_trip(result):
                                                                                         "count"}
         assert set(run["prefill_tokens_per_s"]) == set(run["decode_tokens_per_s"]) == {"median", "min", "max"}
         assert run["prefill_tokens_per_s"]["min"] <= run["prefill_tokens_per_s"]["median"] > 0
-        assert list(run["routing"]) == [f"model.layers.{i}.mlp" for i in range(4)]
-        layer = run["routing"]["model.layers.0.mlp"]
+        assert [x["name"] for x in run["routing"]] == [f"model.layers.{i}.mlp" for i in range(4)]  # records
+        layer = run["routing"][0]
         assert sum(layer["load"]) == run["top_k"] * (run["tokens"]["prefill"] + run["tokens"]["decode"])
         assert layer["first_choice_random"] == 1 / 8
         assert layer["router_on_prompt"]["top_k"] == run["top_k"]
-    assert d["runs"][2]["routing"]["model.layers.0.mlp"]["any_overlap_random"] == pytest.approx(13 / 28)
+    assert d["runs"][2]["routing"][0]["any_overlap_random"] == pytest.approx(13 / 28)
     assert BenchResult.from_dict(d) == result
 
 
@@ -135,7 +135,8 @@ def test_cli_json_and_plots(prompt_file, tmp_path, capsys, one_thread):
 
     out = tmp_path / "bench.json"
     rc = main(["bench", "--prompt", str(prompt_file), "--top-k", "1,2,4", "--repeats", "1", "--warmup", "0",
-                  "--max-new-tokens", "3", "--threads", "1", "--json", str(out), "--plot", str(tmp_path / "png")])
+                  "--max-new-tokens", "3", "--threads", "1", "--json", str(out), "--plot", str(tmp_path / "png"),
+                "--full"])
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     data = json.loads(out.read_text())

@@ -14,10 +14,11 @@ import torch
 import runprof
 from runprof.cli import main
 from runprof.errors import InvalidArgumentError
-from runprof.results import CountResult, LedgerRow, TrackResult
+from runprof.results import CountResult, LedgerRow
 from runprof.routing.timing import Spread
 
 from .conftest import REPO
+from .steady import ENV, golden_run
 
 GOLDEN = Path(__file__).parent / "golden"
 PROMPT = str(REPO / "examples" / "prompt.txt")
@@ -132,29 +133,33 @@ def _check_golden(name: str, text: str) -> None:
     assert path.read_text(encoding="utf-8") == text + "\n", f"{name} changed: RUNPROF_UPDATE_GOLDEN=1 to accept"
 
 
-def _steady_run(r: TrackResult) -> TrackResult:
-    """The run with its machine-dependent figures fixed: wall time, process memory."""
-    rows = tuple(dataclasses.replace(row, bytes=2**30) if row.name.startswith("process_rss") else row
-                 for row in r.memory.rows)
-    return dataclasses.replace(r, runtime=dataclasses.replace(r.runtime, wall_s=0.5),
-                               memory=dataclasses.replace(r.memory, rows=rows))
-
-
 def test_golden_count():
-    _check_golden("count_mixtral.txt", runprof.render(runprof.count_params("mixtral")))
+    _check_golden("count_mixtral.txt", runprof.render(runprof.count_params("mixtral"), width=80))
     assert isinstance(runprof.load_result(runprof.count_params("olmoe").to_dict()), CountResult)
 
 
-def test_golden_run():
-    from runprof.cli.prompts import encode_prompts
-
-    loaded = runprof.load_model()
-    ids = encode_prompts(loaded.tokenizer, loaded.model.config, ["def f(x):\n    return x"], 4)
-    with torch.inference_mode(), runprof.track(loaded.model, name="tiny-moe") as t:
-        loaded.model.generate(**ids, max_new_tokens=4, min_new_tokens=4, do_sample=False, pad_token_id=0)
-    r = _steady_run(t.result)
+def test_golden_run_full():
+    r = golden_run()
     assert isinstance(r.memory.rows[0], LedgerRow)
-    _check_golden("run_tiny_moe.txt", runprof.render(r))
+    _check_golden("run_tiny_moe_full.txt", runprof.render(r, full=True, width=160))
+
+
+def test_full_reproduces_the_detail_before_the_summary():
+    """Every line of the run report before the summary existed (its runtime part: the static tables stay in
+    ``count``) is in ``--full``, except the memory rows that do not apply on a CPU, which are named in one line."""
+    before = (GOLDEN / "run_detail_before_summary.txt").read_text(encoding="utf-8").splitlines()
+    detail = before[before.index(next(x for x in before if x.startswith("tokens: prefill"))):]
+    full = runprof.render(golden_run(), full=True, width=160).splitlines()
+
+    def words(line: str) -> str:  # a table without the dashed rows may have narrower columns
+        return " ".join(line.replace("-", " ").split()) if set(line) <= {"-", " "} else " ".join(line.split())
+
+    shown = {words(x) for x in full}
+    missing = [x for x in detail if words(x) not in shown and not set(x) <= {"-", " "}]
+    dashed = [x.split()[0] for x in missing]
+    assert all(x.split()[1] == "-" for x in missing), missing  # only the "-" rows are gone
+    assert f"not shown (model is on the CPU: no GPU rows): {', '.join(dashed)}" in full
+    assert len(dashed) == 5
 
 
 def test_golden_compare(checkpoints):
@@ -173,4 +178,5 @@ def test_golden_bench():
     steady = Spread(100.0, 90.0, 110.0)
     runs = tuple(dataclasses.replace(run, prefill_s=(0.01,), decode_s=(0.02,), prefill_tokens_per_s=steady,
                                      decode_tokens_per_s=steady) for run in r.runs)
-    _check_golden("bench_tiny_moe.txt", runprof.render(dataclasses.replace(r, runs=runs, cpu_threads=1)))
+    steady_bench = dataclasses.replace(r, runs=runs, cpu_threads=1, env=ENV)
+    _check_golden("bench_tiny_moe.txt", runprof.render(steady_bench, full=True, width=100))

@@ -166,7 +166,7 @@ def test_empty_layer_and_round_trip():
     c, steps = one_prefill(4, [[0, 1], [2, 3], [0, 2]], weights=[[0.7, 0.3]] * 3)
     r = RoutingStats((layer_stats(c, steps, "a"), layer_stats(c, steps, "b")))
     assert RoutingStats.from_dict(r.to_dict()) == r
-    assert list(r.to_dict()) == ["a", "b"]
+    assert [x["name"] for x in r.to_dict()] == ["a", "b"]  # a list of records, each with its name
 
 
 # --- baselines ------------------------------------------------------------------------------------

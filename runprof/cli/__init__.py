@@ -1,6 +1,6 @@
 """Command line: ``python -m runprof [run] [MODEL] --prompt FILE`` and the other subcommands.
 
-One ``add_*``/``run_*`` pair per subcommand (``run``, ``count``, ``compare``, ``bench``, ``render``), shared
+One ``add_*``/``run_*`` pair per subcommand (``run``, ``count``, ``compare``, ``bench``, ``render``, ``diff``), shared
 options defined once (:mod:`.common`), and one dispatch: the only ``try`` of the CLI, where a
 :class:`RunprofError` becomes one line on stderr and exit 2, and any other exception one line saying it is
 a runprof bug (``-v`` shows the traceback) and exit 3. Without a subcommand, ``run`` is meant.
@@ -18,6 +18,7 @@ from .bench import add_bench
 from .common import FLAGS, ExitCode, add_verbose, configure_logging
 from .compare import add_compare
 from .count import add_count, add_render
+from .diff import add_diff
 from .run import add_run
 
 SUBCOMMANDS: dict[str, Callable[[Any], None]] = {
@@ -26,7 +27,11 @@ SUBCOMMANDS: dict[str, Callable[[Any], None]] = {
     "compare": add_compare,
     "bench": add_bench,
     "render": add_render,
+    "diff": add_diff,
 }
+
+TOP_FLAGS = ("-v", "--verbose")
+"""Flags of the main parser that may stand before a subcommand (``python -m runprof -v count mixtral``)."""
 
 log = logging.getLogger("runprof")
 
@@ -45,11 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _with_command(argv: list[str]) -> list[str]:
-    """``argv`` with ``run`` inserted when no subcommand is named (``python -m runprof MODEL --prompt F``)."""
-    first = next((a for a in argv if not a.startswith("-")), None)
-    if first in SUBCOMMANDS:
+    """``argv`` with ``run`` inserted when no subcommand is named (``python -m runprof MODEL --prompt F``), so
+    ``python -m runprof --help`` shows the run options (and the subcommands in its epilog)."""
+    i = 0
+    while i < len(argv) and argv[i] in TOP_FLAGS:
+        i += 1
+    if i < len(argv) and argv[i] in SUBCOMMANDS:
         return argv
-    return ["run", *argv]
+    return [*argv[:i], "run", *argv[i:]]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,12 +13,16 @@ from .common import (
     add_dtype,
     add_html,
     add_json,
+    add_prompt,
+    add_report,
     add_threads,
     add_verbose,
     check_html,
     check_output,
+    report_options,
     say,
     set_threads,
+    write_csv,
     write_json,
     write_text,
 )
@@ -32,8 +36,9 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
                                    "statistics and the prompt's log-likelihood. The model's k is restored.")
     p.add_argument("model", nargs="?", default=None,
                    help="alias, model directory or hub id; default: runprof's shipped tiny MoE")
-    p.add_argument("--prompt", required=True, metavar="FILE", help="text file with the prompt (the whole file)")
-    p.add_argument("--top-k", required=True, metavar="K[,K...]", help="top-k values to compare, e.g. 1,2,4")
+    add_prompt(p, lines=False)
+    p.add_argument("--top-k", metavar="K[,K...]",
+                   help="top-k values to compare, e.g. 1,2,4 (default: the model's k, k/2 and 2k where valid)")
     p.add_argument("--batch-size", default="1", metavar="B[,B...]",
                    help="batch sizes, e.g. 1,8 (row b is the prompt rotated by b/B of its length)")
     p.add_argument("--repeats", type=int, default=3, metavar="N", help="timed runs per cell (default 3)")
@@ -43,6 +48,7 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     add_dtype(p)
     add_threads(p)
     add_json(p)
+    add_report(p)
     add_html(p, "the report with its figures")
     p.add_argument("--plot", metavar="DIR",
                    help="write the figures to DIR (needs matplotlib: pip install runprof[plot])")
@@ -66,6 +72,26 @@ def parse_int_list(flag: str, text: str) -> list[int]:
     return values
 
 
+def default_top_ks(k: int | None, num_experts: int) -> list[int]:
+    """The model's k, k/2 and 2k, where each is a valid k (1..E).
+
+    >>> default_top_ks(2, 8), default_top_ks(1, 8), default_top_ks(8, 8), default_top_ks(None, 4)
+    ([1, 2, 4], [1, 2], [4, 8], [1])
+    """
+    if k is None:
+        return [1]
+    return sorted({x for x in (k // 2, k, 2 * k) if 1 <= x <= num_experts})
+
+
+def _model_top_ks(model: object) -> list[int]:
+    from ..moe.discovery import find_moe_layers
+
+    layers = find_moe_layers(model)
+    if not layers:
+        return [1]  # check_bench_args says why a dense model has nothing to compare
+    return default_top_ks(layers[0].top_k, min(layer.num_experts for layer in layers))
+
+
 def run_bench(args: argparse.Namespace) -> int:
     """Run the bench described by ``args`` (see :func:`add_bench`); print the report; return the exit code."""
     from tqdm.auto import tqdm
@@ -73,9 +99,9 @@ def run_bench(args: argparse.Namespace) -> int:
     from ..models.loading import load_model, parse_device, parse_dtype
     from ..renderers import render
     from ..routing.bench import bench, check_bench_args
-    from .prompts import encode_prompts, read_prompts
+    from .prompts import encode_prompts, prompts_from_args
 
-    top_ks = parse_int_list("--top-k", args.top_k)
+    top_ks = None if args.top_k is None else parse_int_list("--top-k", args.top_k)
     batch_sizes = parse_int_list("--batch-size", args.batch_size)
     check_output("--json", args.json, [args.prompt, args.model])
     check_html(args.html, [args.prompt, args.model], args.json)
@@ -84,13 +110,16 @@ def run_bench(args: argparse.Namespace) -> int:
 
         require_matplotlib()
         check_plot_args(args.plot_format, args.dpi)
-    text = read_prompts(args.prompt, lines=False)[0]
+    text = prompts_from_args(args, say)[0]
     set_threads(args.threads)
     device = parse_device(args.device)
     t0 = time.perf_counter()
     loaded = load_model(args.model, device=device, dtype=parse_dtype(args.dtype), on_start=lambda msg: say(msg + " ..."))
     say(f"loaded in {time.perf_counter() - t0:.1f} s")
     name = loaded.ref.name
+    if top_ks is None:
+        top_ks = _model_top_ks(loaded.model)
+        say(f"no --top-k given: comparing k = {','.join(map(str, top_ks))} (the model's k, k/2 and 2k)")
     check_bench_args(loaded.model, top_ks, batch_sizes, args.repeats, args.warmup, args.max_new_tokens, name)
     ids = encode_prompts(loaded.tokenizer, loaded.model.config, [text], args.max_new_tokens)["input_ids"]
     total = len(top_ks) * len(batch_sizes) * (args.warmup + args.repeats)
@@ -103,8 +132,9 @@ def run_bench(args: argparse.Namespace) -> int:
                        warmup=args.warmup, max_new_tokens=args.max_new_tokens,
                        pad_token_id=loaded.tokenizer.pad_token_id, name=name, on_generate=step)
     result = dataclasses.replace(result, notes=tuple(loaded.notes))
-    print(render(result), file=sys.stderr if args.json == "-" else sys.stdout)
+    print(render(result, **report_options(args)), file=sys.stderr if args.json == "-" else sys.stdout)
     write_json("--json", args.json, result.to_dict())
+    write_csv(args.csv, result)
     if args.html:
         write_text("--html", args.html, render(result, format="html"))
     if args.plot:
@@ -115,4 +145,4 @@ def run_bench(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-__all__ = ["add_bench", "parse_int_list", "run_bench"]
+__all__ = ["add_bench", "default_top_ks", "parse_int_list", "run_bench"]

@@ -30,15 +30,65 @@ FLAGS: dict[str, str] = {
     "device": "--device", "dtype": "--dtype", "num_layers": "--num-layers", "top_ks": "--top-k",
     "batch_sizes": "--batch-size", "repeats": "--repeats", "warmup": "--warmup", "max_new_tokens": "--max-new-tokens",
     "ignore": "--ignore", "base_prefix": "--base-prefix", "target_prefix": "--target-prefix", "rtol": "--rtol",
-    "atol": "--atol", "directory": "--plot", "plot_format": "--plot-format", "dpi": "--dpi",
+    "atol": "--atol", "directory": "--plot", "plot_format": "--plot-format", "dpi": "--dpi", "show": "--show",
 }
 """The library's parameter names (:meth:`InvalidArgumentError.bad`) as this CLI's flags."""
 
 
+def versions() -> str:
+    """``runprof X (torch Y, transformers Z, Python W)``, read from the installed metadata (nothing imported)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    from .. import __version__
+
+    def of(package: str) -> str:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return (f"runprof {__version__} (torch {of('torch')}, transformers {of('transformers')}, "
+            f"Python {platform.python_version()})")
+
+
+class _Version(argparse.Action):
+    """``--version``: print :func:`versions` and exit (computed only when asked for)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print the versions of runprof, torch and transformers and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        print(versions())
+        parser.exit()
+
+
 def add_verbose(p: argparse.ArgumentParser, *, top: bool = False) -> None:
-    """``-v``: works before and after a subcommand (the subcommand's copy never resets the main one's)."""
+    """``-v`` and ``--version``: both work before and after a subcommand (the subcommand's ``-v`` never resets
+    the main one's)."""
     p.add_argument("-v", "--verbose", action="store_true", default=False if top else argparse.SUPPRESS,
                    help="log runprof's decisions to stderr; show the traceback of an unexpected error")
+    p.add_argument("--version", action=_Version)
+
+
+def add_prompt(p: argparse.ArgumentParser, *, lines: bool = True) -> None:
+    """``--prompt FILE`` or ``--prompt-text TEXT``; neither: runprof's shipped prompt."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--prompt", metavar="FILE", help="text file with the prompt (default: runprof's shipped prompt, "
+                                                    "a piece of Python source)")
+    g.add_argument("--prompt-text", metavar="TEXT", help='the prompt itself, e.g. --prompt-text "def f(x):"')
+    if lines:
+        p.add_argument("--lines", action="store_true", help="one prompt per line (a batch)")
+
+
+def add_report(p: argparse.ArgumentParser, *, sections: Iterable[str] | None = None) -> None:
+    """``--full``, ``--show`` (where the report has named sections) and ``--csv DIR``."""
+    p.add_argument("--full", action="store_true", help="every detail table after the summary")
+    if sections is not None:
+        p.add_argument("--show", metavar="SECTION[,...]", default="",
+                       help=f"detail tables to add after the summary: {','.join(sections)}")
+    p.add_argument("--csv", metavar="DIR", help="write the report's tables as CSV files into DIR (one per table)")
 
 
 def add_json(p: argparse.ArgumentParser) -> None:
@@ -88,6 +138,38 @@ def set_threads(n: int | None) -> None:
     import torch
 
     torch.set_num_threads(n)
+
+
+def report_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``render`` options of ``--full`` / ``--show``."""
+    out: dict[str, Any] = {"full": True} if getattr(args, "full", False) else {}
+    show = getattr(args, "show", None)
+    if show:
+        out["show"] = [s.strip() for s in show.split(",") if s.strip()]
+    return out
+
+
+def write_csv(folder: str | None, result: Any) -> None:
+    """``--csv DIR``: each table of ``result`` (:func:`runprof.results.frames.records`) as ``DIR/NAME.csv``
+    (written atomically, like :func:`write_text`; an empty cell is an unknown value)."""
+    if folder is None:
+        return
+    import csv
+    import io
+
+    from ..results.frames import tables
+
+    target = Path(folder).expanduser()
+    if target.exists() and not target.is_dir():
+        raise InvalidArgumentError(f"--csv {folder}: is a file; give a folder (it is created when missing)")
+    for name, make in tables(result).items():
+        rows = make()
+        fields = list(dict.fromkeys(k for row in rows for k in row))
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
+        write_text("--csv", str(target / f"{name}.csv"), buf.getvalue())
 
 
 def say(message: str) -> None:
@@ -167,5 +249,6 @@ def write_text(flag: str, path: str, text: str) -> None:
     say(f"wrote {target}")
 
 
-__all__ = ["DTYPES", "FLAGS", "ExitCode", "add_device", "add_dtype", "add_html", "add_json", "add_threads",
-           "add_verbose", "check_html", "check_output", "configure_logging", "say", "set_threads", "write_json", "write_text"]
+__all__ = ["DTYPES", "FLAGS", "ExitCode", "add_device", "add_dtype", "add_html", "add_json", "add_prompt", "add_report",
+           "add_threads", "add_verbose", "check_html", "check_output", "configure_logging", "report_options", "say",
+           "set_threads", "versions", "write_csv", "write_json", "write_text"]

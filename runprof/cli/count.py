@@ -9,9 +9,12 @@ from .common import (
     add_dtype,
     add_html,
     add_json,
+    add_report,
     add_verbose,
     check_html,
     check_output,
+    report_options,
+    write_csv,
     write_json,
     write_text,
 )
@@ -40,8 +43,11 @@ def run_count(args: argparse.Namespace) -> int:
 
 
 def add_render(sub: argparse._SubParsersAction) -> None:
+    from ..renderers.run_report import SECTIONS
+
     p = sub.add_parser("render", help="render a saved JSON result again (any kind runprof writes)")
     p.add_argument("path", help="a JSON file written with --json")
+    add_report(p, sections=SECTIONS)
     add_html(p, "the report of a run or bench result")
     add_verbose(p)
     p.set_defaults(func=run_render)
@@ -54,7 +60,8 @@ def run_render(args: argparse.Namespace) -> int:
     check_html(args.html, [args.path])
     result = load_result(args.path)
     page = render(result, format="html") if args.html else None
-    print(render(result))
+    print(render(result, **report_options(args)))
+    write_csv(args.csv, result)
     if page is not None:
         write_text("--html", args.html, page)
     return ExitCode.OK

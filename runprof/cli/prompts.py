@@ -25,6 +25,25 @@ def read_prompts(path: str, lines: bool) -> list[str]:
     return prompts
 
 
+def prompts_from_args(args: Any, status: Any = None) -> list[str]:
+    """The prompts of ``--prompt FILE`` or ``--prompt-text TEXT`` (one per non-empty line with ``--lines``), or
+    runprof's shipped prompt when neither is given (``status`` is told so)."""
+    lines = bool(getattr(args, "lines", False))
+    text = getattr(args, "prompt_text", None)
+    if text is not None:
+        prompts = [line for line in text.splitlines() if line.strip()] if lines else ([text] if text.strip() else [])
+        if not prompts:
+            raise InvalidArgumentError("--prompt-text: the text is empty")
+        return prompts
+    if args.prompt is not None:
+        return read_prompts(args.prompt, lines)
+    from ..models.resolve import SHIPPED_PROMPT
+
+    if status is not None:
+        status(f"no --prompt given: using runprof's shipped prompt ({SHIPPED_PROMPT.name}, Python source)")
+    return read_prompts(str(SHIPPED_PROMPT), lines)
+
+
 def encode_prompts(tok: Any, config: Any, prompts: list[str], max_new: int, batch: int | None = None) -> dict[str, Any]:
     """Tokenize (left-padded batch), keep ids inside the model's vocabulary, and refuse a prompt that
     would run past the model's context with ``max_new`` new tokens (``batch`` repeats the prompts to that
@@ -68,4 +87,4 @@ def progress(total: int, *, disable: bool = False):  # noqa: ANN201 - a transfor
     return Progress()
 
 
-__all__ = ["encode_prompts", "progress", "read_prompts"]
+__all__ = ["encode_prompts", "progress", "prompts_from_args", "read_prompts"]

@@ -14,27 +14,47 @@ from .common import (
     add_dtype,
     add_html,
     add_json,
+    add_prompt,
+    add_report,
     add_threads,
     add_verbose,
     check_html,
     check_output,
+    report_options,
     say,
     set_threads,
+    write_csv,
     write_json,
     write_text,
 )
-from .prompts import encode_prompts, progress, read_prompts
+from .progress import Activity
+from .prompts import encode_prompts, progress, prompts_from_args
+
+SUBCOMMANDS_HELP = """subcommands (python -m runprof SUBCOMMAND -h):
+  run      this command (the default): generate() under runprof.track, the summary, then --full/--show detail
+  count    static parameter and byte counts from a config (no weights)
+  compare  compare two checkpoints tensor by tensor (streaming)
+  bench    tokens/s, measured experts and routing statistics for each top-k
+  render   render a saved JSON result again
+  diff     two saved runs side by side: expert load, experts and active params per token, tokens/s, memory
+
+examples:
+  python -m runprof                                   # the shipped tiny MoE on its shipped prompt
+  python -m runprof --prompt-text "def f(x):" --full  # every detail table
+  python -m runprof count mixtral"""
 
 
 def add_run(sub: argparse._SubParsersAction) -> None:
+    from ..renderers.run_report import SECTIONS
+
     p = sub.add_parser(
         "run", help="run generate() under runprof.track (the default command)",
-        description="Run generate() under runprof.track and report measured experts and active params per token. "
-                    "Subcommands: count, compare, bench, render (python -m runprof SUBCOMMAND -h).")
+        description="Run generate() under runprof.track and report measured experts and active params per token: "
+                    "a summary first, the detail tables with --full or --show.",
+        epilog=SUBCOMMANDS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", nargs="?", default=None,
                    help="alias (mixtral, olmoe, ...), model directory or hub id; default: runprof's shipped tiny MoE")
-    p.add_argument("--prompt", required=True, metavar="FILE", help="text file with the prompt")
-    p.add_argument("--lines", action="store_true", help="one prompt per line (a batch)")
+    add_prompt(p)
     p.add_argument("--max-new-tokens", type=int, default=32, metavar="N")
     p.add_argument("--batch-size", type=int, default=None, metavar="B", help="repeat the prompt(s) to B rows")
     add_device(p)
@@ -43,6 +63,7 @@ def add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config-top-k", type=int, default=None, metavar="K",
                    help="change only config.num_experts_per_tok after loading (shows that routers ignore it)")
     add_json(p)
+    add_report(p, sections=SECTIONS)
     add_html(p, "the report with the per-token expert view (kept in --json too)")
     p.add_argument("--random-init", action="store_true", help="real architecture from its config, random weights")
     p.add_argument("--num-layers", type=int, default=None, metavar="N", help="with --random-init: keep N layers")
@@ -66,6 +87,9 @@ def _check_args(args: argparse.Namespace) -> None:
         raise InvalidArgumentError("--num-layers needs --random-init (a truncated checkpoint is not loaded)")
     check_output("--json", args.json, [args.prompt, args.model])
     check_html(args.html, [args.prompt, args.model], args.json)
+    from ..renderers.run_report import check_sections
+
+    check_sections(report_options(args).get("show", ()))
 
 
 def _check_top_k(config: Any, k: int | None) -> None:
@@ -87,7 +111,7 @@ def run_run(args: argparse.Namespace) -> int:
 
     _check_args(args)
     set_threads(args.threads)
-    prompts = read_prompts(args.prompt, args.lines)
+    prompts = prompts_from_args(args, say)
     device = parse_device(args.device)
     if not args.distributed:
         return _run(args, prompts, device)
@@ -111,7 +135,12 @@ def _run(args: argparse.Namespace, prompts: list[str], device: Any, *, rank: int
     prep = prepare(args.model, random_init=args.random_init, num_layers=args.num_layers)
     _check_top_k(prep.config, args.top_k)
     inputs = encode_prompts(prep.tokenizer, prep.config, prompts, args.max_new_tokens, args.batch_size)
-    loaded = load_model(prep, device=device, dtype=parse_dtype(args.dtype), on_start=lambda msg: status(msg + " ..."))
+    with Activity() as activity:
+        def start(msg: str) -> None:  # transformers draws its own bar while it loads a checkpoint
+            if rank == 0:
+                activity.start(msg, live=msg.startswith("building"))
+
+        loaded = load_model(prep, device=device, dtype=parse_dtype(args.dtype), on_start=start)
     model, tok = loaded.model, loaded.tokenizer
     inputs = {k: v.to(device) for k, v in inputs.items()}
     status(f"loaded in {time.perf_counter() - t0:.1f} s")
@@ -142,8 +171,9 @@ def _run(args: argparse.Namespace, prompts: list[str], device: Any, *, rank: int
         from ..results.tokens import token_view
 
         result = dataclasses.replace(result, tokens=token_view(t.trace, out, tok))
-    print(render(result), file=sys.stderr if args.json == "-" else sys.stdout)
+    print(render(result, **report_options(args)), file=sys.stderr if args.json == "-" else sys.stdout)
     write_json("--json", args.json, result.to_dict())
+    write_csv(args.csv, result)
     if args.html:
         write_text("--html", args.html, render(result, format="html"))
     return ExitCode.OK

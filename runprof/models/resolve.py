@@ -22,6 +22,8 @@ log = logging.getLogger("runprof")
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 TINY_MOE_DIR = Path(__file__).parent / "tiny_moe"
+SHIPPED_PROMPT = Path(__file__).parent / "prompt.txt"
+"""The prompt a run or bench uses when none is given (Python source, as the shipped model was trained on)."""
 DEFAULT_MODEL = "tiny-moe"
 EXPERT_FIELDS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts", "num_routed_experts")
 """Config fields holding a routed-expert count (as ``runprof.moe.discovery`` reads them)."""

@@ -8,9 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 
-def render(result: Any, format: str = "text") -> str:  # noqa: A002 - the public keyword is "format"
+def render(result: Any, format: str = "text", **options: Any) -> str:  # noqa: A002 - the public keyword is "format"
     """The report of ``result`` (a run, count, compare, bench or snapshot result); ``format="html"`` gives a
     self-contained HTML page of a run or bench result (:mod:`runprof.renderers.html`).
+
+    Text options: ``width`` (columns to fit; the terminal's by default, ``COLUMNS`` honoured) for run, bench
+    and count reports; ``full=True`` (every detail section after the summary) for runs and benches;
+    ``show=[...]`` (named sections of a run: :data:`runprof.renderers.run_report.SECTIONS`).
 
     >>> import runprof
     >>> print(runprof.render(runprof.count_params("mixtral")).splitlines()[1])
@@ -24,14 +28,18 @@ def render(result: Any, format: str = "text") -> str:  # noqa: A002 - the public
         return render_html(result)
     if format != "text":
         raise InvalidArgumentError(f"render(format={format!r}): the formats are 'text' and 'html'")
-    for cls, fn in _renderers():
+    for cls, fn, accepted in _renderers():
         if isinstance(result, cls):
-            return fn(result)
+            unknown = sorted(set(options) - set(accepted))
+            if unknown:
+                raise InvalidArgumentError(f"render({unknown[0]}=...): a {cls.__name__} report takes "
+                                           f"{', '.join(accepted) or 'no options'}")
+            return fn(result, **options)
     raise InvalidArgumentError(
         f"render() takes a runprof result (run, count, compare, bench, snapshot), not {type(result).__name__}")
 
 
-def _renderers() -> list[tuple[type, Any]]:
+def _renderers() -> list[tuple[type, Any, tuple[str, ...]]]:
     from ..results import CountResult, TrackResult
     from ..routing.bench import BenchResult
     from ..snapshots.fingerprint import Snapshot
@@ -42,8 +50,9 @@ def _renderers() -> list[tuple[type, Any]]:
     from .run_report import render_track
     from .snapshot_report import render_snapshot
 
-    return [(TrackResult, render_track), (CountResult, render_count), (CompareResult, render_compare),
-            (BenchResult, render_bench), (Snapshot, render_snapshot)]
+    return [(TrackResult, render_track, ("full", "show", "width")), (CountResult, render_count, ("width", "layers")),
+            (CompareResult, render_compare, ()), (BenchResult, render_bench, ("full", "width")),
+            (Snapshot, render_snapshot, ())]
 
 
 __all__ = ["render"]

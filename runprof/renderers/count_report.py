@@ -2,16 +2,19 @@
 from __future__ import annotations
 
 from ..results import CONVENTIONS, GROUPS, CountResult
-from .format import human, human_bytes, n, pct, table
+from .format import human, human_bytes, n, pct, table, terminal_width, wrap
 
 
-def render_count(r: CountResult, *, layers: bool = True) -> str:
-    """The ``count`` report: model, groups with percent, MoE summary, bytes, folded layer table."""
+def render_count(r: CountResult, *, layers: bool = True, width: int | None = None) -> str:
+    """The ``count`` report: model, groups with percent, MoE summary, bytes, folded layer table, fitted to
+    ``width`` (the terminal's when None)."""
+    width = terminal_width() if width is None else width
     p = r.params
-    out = [f"{r.model.name}  ({r.model.class_name}, model_type {r.model.model_type}, {r.model.dtype}, {r.model.device})"]
+    out = wrap(f"{r.model.name}  ({r.model.class_name}, model_type {r.model.model_type}, {r.model.dtype}, "
+               f"{r.model.device})", width)
     out.append(f"total parameters: {n(p.total)} ({human(p.total)})")
     if p.tied:
-        out.append("tied: " + ", ".join(f"{a} = {b}" for a, b in p.tied))
+        out += wrap("tied: " + ", ".join(f"{a} = {b}" for a, b in p.tied), width)
     rows = [[g, n(p.by_group[g]), pct(p.by_group[g], p.total)] for g in GROUPS if p.by_group.get(g)]
     rows.append(["total", n(p.total), pct(p.total, p.total)])
     out += ["", table(rows, ["group", "params", "share"], ("left", "right", "right"))]
@@ -40,17 +43,18 @@ def render_count(r: CountResult, *, layers: bool = True) -> str:
     out += ["", table(rows, ["dtype", "size", "bytes"], ("left", "right", "right"))]
     q = b.quantization
     if q is not None:
-        method = q["method"]
+        head = f"quantization ({q['method']}, from the config): "
         if q["applied"]:
-            out.append(f"quantization ({method}, from the config): {n(q['quantized_params'])} parameters at their "
-                       "stored size")
+            line = head + f"{n(q['quantized_params'])} parameters at their stored size"
         elif q.get("reason") == "loaded":
-            out.append(f"quantization ({method}, from the config): bytes of the tensors as loaded")
+            line = head + "bytes of the tensors as loaded"
         else:
-            out.append(f"quantization ({method}, from the config): not sized by runprof; bytes are unquantized")
+            line = head + "not sized by runprof; bytes are unquantized"
+        out += wrap(line, width)
     if layers:
         rows = [[x.name, "x".join(map(str, x.shape)), n(x.count), n(x.params)] for x in p.by_layer_pattern]
-        out += ["", table(rows, ["parameter (layers folded)", "shape", "count", "params"], ("left", "right", "right", "right"))]
+        out += ["", table(rows, ["parameter (layers folded)", "shape", "count", "params"],
+                          ("left", "right", "right", "right"), width=width, wrap_cols=(0,))]
     return "\n".join(out)
 
 

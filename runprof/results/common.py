@@ -1,7 +1,11 @@
 """What every result shares: the schema and kind header, model identity, and exact per-token statistics."""
 from __future__ import annotations
 
+import functools
+import platform
+import sys
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 
 from ..errors import InvalidArgumentError
@@ -29,9 +33,100 @@ CONVENTIONS: tuple[str, ...] = ("all", "exclude_input_embedding", "exclude_embed
 """Vendor conventions for 'active params per token' (see ``docs/architecture.md``)."""
 
 
-def header(kind: str) -> dict[str, Any]:
-    """The first keys of a result's JSON: ``{"schema": SCHEMA, "kind": kind}``."""
-    return {"schema": SCHEMA, "kind": kind}
+def header(kind: str, env: Env | None = None) -> dict[str, Any]:
+    """The first keys of a result's JSON: ``{"schema": SCHEMA, "kind": kind, "env": {...}}`` (``env`` only
+    when the result has one: results made by this version always do)."""
+    out: dict[str, Any] = {"schema": SCHEMA, "kind": kind}
+    if env is not None:
+        out["env"] = env.to_dict()
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _version(package: str) -> str | None:
+    module = sys.modules.get(package)
+    if module is not None and isinstance(getattr(module, "__version__", None), str):
+        return module.__version__
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+
+        return version(package)
+    except (ImportError, PackageNotFoundError):
+        return None
+
+
+@functools.lru_cache(maxsize=None)
+def _host_cpu() -> str:
+    """The host CPU's model name (``/proc/cpuinfo``), else what :mod:`platform` says."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def device_name(device: str) -> str:
+    """A device's product name: the GPU's for ``cuda[:N]`` (the device string itself if CUDA cannot say),
+    the host CPU's for anything else (``cpu``, and ``meta``, where counting ran on the host)."""
+    if device.startswith("cuda"):
+        torch = sys.modules.get("torch")
+        try:
+            return str(torch.cuda.get_device_name(torch.device(device.split(",")[0])))  # type: ignore[union-attr]
+        except Exception:  # noqa: BLE001 - a name is information, never a reason to fail
+            return device
+    return _host_cpu()
+
+
+@dataclass(frozen=True)
+class Env:
+    """Where and when a result was made: versions of runprof, torch and transformers, the device (as the
+    result's model names it) and its product name, and the UTC time (ISO 8601). Filled when the result is
+    made (:meth:`current`), kept through ``to_dict``/``from_dict``; results compare equal whatever their env.
+
+    >>> e = Env.current("cpu")
+    >>> Env.from_dict(e.to_dict()) == e, e.created_utc.endswith("Z")
+    (True, True)
+    """
+
+    runprof: str
+    torch: str | None
+    transformers: str | None
+    device: str
+    device_name: str
+    created_utc: str
+
+    @classmethod
+    def current(cls, device: str = "cpu") -> Env:
+        from .. import __version__
+
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return cls(__version__, _version("torch"), _version("transformers"), device, device_name(device), now)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"runprof": self.runprof, "torch": self.torch, "transformers": self.transformers,
+                "device": self.device, "device_name": self.device_name, "created_utc": self.created_utc}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> Env | None:
+        """The env of a saved result (None for JSON written before runprof recorded one)."""
+        if d is None:
+            return None
+        return cls(d["runprof"], d["torch"], d["transformers"], d["device"], d["device_name"], d["created_utc"])
+
+
+def restore_env(result: Any, d: Mapping[str, Any]) -> Any:
+    """``result`` (just rebuilt by ``from_dict``) with the env its JSON held: None when it held none."""
+    object.__setattr__(result, "env", Env.from_dict(d.get("env")))
+    return result
+
+
+def fill_env(result: Any, device: str) -> None:
+    """In a frozen result's ``__post_init__``: set ``env`` to :meth:`Env.current` when it was not given."""
+    if getattr(result, "env", None) is None:
+        object.__setattr__(result, "env", Env.current(device or "cpu"))
 
 
 def check_header(d: Any, kind: str) -> Mapping[str, Any]:
@@ -132,4 +227,5 @@ class Stat:
         return cls(d["total"], d["count"], d["min"], d["max"])
 
 
-__all__ = ["CONVENTIONS", "GROUPS", "KINDS", "SCHEMA", "ModelInfo", "Stat", "check_header", "header"]
+__all__ = ["CONVENTIONS", "GROUPS", "KINDS", "SCHEMA", "Env", "ModelInfo", "Stat", "check_header", "device_name",
+           "fill_env", "header", "restore_env"]

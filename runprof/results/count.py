@@ -1,10 +1,10 @@
 """Static counts of one model (``runprof.count_params``): parameters, groups, MoE layout, bytes."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol, Sequence
 
-from .common import ModelInfo, check_header, header
+from .common import Env, ModelInfo, check_header, fill_env, header, restore_env
 
 
 @dataclass(frozen=True)
@@ -161,12 +161,16 @@ class CountResult:
     params: ParamCounts
     moe: MoEInfo | None
     bytes: ByteCounts
+    env: Env | None = field(default=None, compare=False)  # versions, device, time: filled when made
 
     KIND = "count"
 
+    def __post_init__(self) -> None:
+        fill_env(self, self.model.device)
+
     def to_dict(self) -> dict[str, Any]:
         return {
-            **header(self.KIND),
+            **header(self.KIND, self.env),
             "model": self.model.to_dict(),
             "params": self.params.to_dict(),
             "moe": None if self.moe is None else self.moe.to_dict(),
@@ -176,12 +180,12 @@ class CountResult:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], *, kind: str = KIND) -> CountResult:
         check_header(d, kind)
-        return cls(
+        return restore_env(cls(
             model=ModelInfo.from_dict(d["model"]),
             params=ParamCounts.from_dict(d["params"]),
             moe=None if d.get("moe") is None else MoEInfo.from_dict(d["moe"]),
             bytes=ByteCounts.from_dict(d["bytes"]),
-        )
+        ), d)
 
 
 class _LayerLike(Protocol):

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from ..errors import InvalidArgumentError
-from .common import Stat
+from .common import Env, Stat, fill_env, restore_env
 from .count import ByteCounts, CountResult, ModelInfo, MoEInfo, ParamCounts
 from .counts import Observation, TokenCounts
 from .memory import MemoryLedger
@@ -144,8 +144,12 @@ class TrackResult:
     memory: MemoryLedger | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     tokens: TokenView | None = None  # the per-token view of one sequence (the run's --html keeps it)
+    env: Env | None = field(default=None, compare=False)  # versions, device, time: filled when made
 
     KIND = "run"
+
+    def __post_init__(self) -> None:
+        fill_env(self, self.static.model.device)
 
     @property
     def model(self) -> ModelInfo:
@@ -163,9 +167,20 @@ class TrackResult:
     def bytes(self) -> ByteCounts:
         return self.static.bytes
 
+    def to_dataframe(self, what: str) -> Any:
+        """One table of this run as a ``pandas.DataFrame``: ``expert_load``, ``layers``, ``steps`` or ``memory``
+        (:mod:`runprof.results.frames`; needs ``pip install runprof[frames]``)."""
+        from .frames import to_dataframe
+
+        return to_dataframe(self, what)
+
     def to_dict(self) -> dict[str, Any]:
         d = self.static.to_dict()
         d["kind"] = self.KIND
+        if self.env is not None:
+            d["env"] = self.env.to_dict()
+        else:
+            d.pop("env", None)
         d["runtime"] = self.runtime.to_dict()
         d["reconcile"] = [r.to_dict() for r in self.reconcile]
         d["memory"] = None if self.memory is None else self.memory.to_dict()
@@ -179,14 +194,14 @@ class TrackResult:
         static = CountResult.from_dict(d, kind=cls.KIND)
         if not isinstance(d.get("runtime"), Mapping):
             raise InvalidArgumentError("a saved run result needs a 'runtime' object; this JSON has none")
-        return cls(
+        return restore_env(cls(
             static=static,
             runtime=RuntimeInfo.from_dict(d["runtime"]),
             reconcile=tuple(ReconcileRow.from_dict(r) for r in d["reconcile"]),
             memory=None if d.get("memory") is None else MemoryLedger.from_dict(d["memory"]),
             extra=dict(d.get("extra") or {}),
             tokens=None if d.get("tokens") is None else TokenView.from_dict(d["tokens"]),
-        )
+        ), d)
 
     @staticmethod
     def combine(*results: TrackResult, parallel: bool = False) -> TrackResult:

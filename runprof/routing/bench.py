@@ -12,7 +12,7 @@ real batch touches up to E·(1 − (1 − k/E)^B).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import torch
@@ -22,6 +22,7 @@ from ..errors import InvalidArgumentError, UnsupportedModelError
 from ..moe.discovery import config_top_k, find_moe_layers
 from ..moe.topk import set_top_k
 from ..results import ModelInfo, Stat, check_header, header
+from ..results.common import Env, fill_env, restore_env
 from ..static import model_info
 from ..tracking import watch
 from .likelihood import PromptScore, score_prompt
@@ -51,8 +52,8 @@ class BenchRun:
 
     def to_dict(self) -> dict[str, Any]:
         routing = self.routing.to_dict()
-        for name, router in zip(routing, self.score.router or ()):
-            routing[name]["router_on_prompt"] = None if router is None else router.to_dict()
+        for layer, router in zip(routing, self.score.router or ()):
+            layer["router_on_prompt"] = None if router is None else router.to_dict()
         return {
             "top_k": self.top_k, "batch_size": self.batch_size,
             "experts_per_token": self.experts_per_token.to_dict(),
@@ -67,8 +68,8 @@ class BenchRun:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BenchRun:
-        routing = {name: {k: v for k, v in layer.items() if k != "router_on_prompt"}
-                   for name, layer in d["routing"].items()}
+        layers = d["routing"].values() if isinstance(d["routing"], dict) else d["routing"]  # a dict before 0.1
+        routing = [{k: v for k, v in layer.items() if k != "router_on_prompt"} for layer in layers]
         return cls(
             top_k=d["top_k"], batch_size=d["batch_size"], tokens=dict(d["tokens"]),
             prefill_s=tuple(d["prefill_s"]), decode_s=tuple(d["decode_s"]),
@@ -99,10 +100,21 @@ class BenchResult:
     cpu_threads: int
     timing_method: str = TIMING_METHOD
     notes: tuple[str, ...] = ()  # how the model was made (random weights, a substituted tokenizer, ...)
+    env: Env | None = field(default=None, compare=False)  # versions, device, time: filled when made
+
+    def __post_init__(self) -> None:
+        fill_env(self, self.model.device)
+
+    def to_dataframe(self, what: str) -> Any:
+        """One table as a ``pandas.DataFrame``: ``runs``, ``layers`` or ``expert_load``
+        (:mod:`runprof.results.frames`; needs ``pip install runprof[frames]``)."""
+        from ..results.frames import to_dataframe
+
+        return to_dataframe(self, what)
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            **header("bench"), "model": self.model.to_dict(), "num_experts": self.num_experts,
+            **header("bench", self.env), "model": self.model.to_dict(), "num_experts": self.num_experts,
             "top_k_original": self.top_k_original, "top_k_restored": self.top_k_restored,
             "prompt_tokens": self.prompt_tokens, "max_new_tokens": self.max_new_tokens,
             "warmup": self.warmup, "repeats": self.repeats, "cpu_threads": self.cpu_threads,
@@ -114,14 +126,14 @@ class BenchResult:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BenchResult:
         check_header(d, "bench")
-        return cls(
+        return restore_env(cls(
             model=ModelInfo.from_dict(d["model"]), num_experts=d["num_experts"],
             top_k_original=d["top_k_original"], top_k_restored=d["top_k_restored"],
             prompt_tokens=d["prompt_tokens"], max_new_tokens=d["max_new_tokens"], warmup=d["warmup"],
             repeats=d["repeats"], reference=PromptScore.from_dict(d["reference"]),
             runs=tuple(BenchRun.from_dict(r) for r in d["runs"]), cpu_threads=d["cpu_threads"],
             timing_method=d["timing_method"], notes=tuple(d.get("notes", ())),
-        )
+        ), d)
 
 
 def check_bench_args(model: nn.Module, top_ks: Sequence[int], batch_sizes: Sequence[int], repeats: int,

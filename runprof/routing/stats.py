@@ -83,16 +83,19 @@ class LayerRouting:
 
 @dataclass(frozen=True)
 class RoutingStats:
-    """Per-layer routing statistics of one tracked run; ``to_dict`` is keyed by layer name."""
+    """Per-layer routing statistics of one tracked run; ``to_dict`` is a list of records, one per MoE layer in
+    order, each with its ``name``."""
 
     layers: tuple[LayerRouting, ...]
 
-    def to_dict(self) -> dict[str, Any]:
-        return {layer.name: layer.to_dict() for layer in self.layers}
+    def to_dict(self) -> list[dict[str, Any]]:
+        return [layer.to_dict() for layer in self.layers]
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RoutingStats:
-        return cls(tuple(LayerRouting.from_dict(v) for v in d.values()))
+    def from_dict(cls, d: list[dict[str, Any]] | dict[str, Any]) -> RoutingStats:
+        """From the list ``to_dict`` writes (or the dict keyed by layer name that runprof wrote before)."""
+        items = list(d.values()) if isinstance(d, dict) else list(d)
+        return cls(tuple(LayerRouting.from_dict(v) for v in items))
 
 
 def routing_stats(trace: RoutingTrace) -> RoutingStats:

@@ -29,12 +29,13 @@ True
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import torch
 
 from ..errors import InvalidArgumentError
+from ..results.common import Env, fill_env, header, restore_env
 from .sources import MemorySource, SnapshotSource, Source, TensorMeta, dtype_name, windows
 
 SCHEMA = "runprof/1"
@@ -76,18 +77,22 @@ class Snapshot:
 
     source: str
     tensors: Mapping[str, TensorFingerprint]
+    env: Env | None = field(default=None, compare=False)  # versions, device, time: filled when made
+
+    def __post_init__(self) -> None:
+        fill_env(self, next((fp.device for fp in self.tensors.values()), "cpu"))
 
     def __len__(self) -> int:
         return len(self.tensors)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": SCHEMA, "kind": "snapshot", "source": self.source,
+        return {**header("snapshot", self.env), "source": self.source,
                 "tensors": [fp.to_dict() for fp in self.tensors.values()]}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Snapshot:
         fps = [TensorFingerprint.from_dict(t) for t in d["tensors"]]
-        return cls(d["source"], {fp.name: fp for fp in fps})
+        return restore_env(cls(d["source"], {fp.name: fp for fp in fps}), d)
 
 
 def _words(chunk: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
+from ..results.common import Env, fill_env, header, restore_env
+
 SCHEMA = "runprof/1"
 SECTIONS: tuple[str, ...] = ("only_in_base", "only_in_target", "shape_mismatch", "dtype_mismatch", "value_mismatch")
 """The sections that count as differences, in report order."""
@@ -124,6 +126,10 @@ class CompareResult:
     recomputable: tuple[SkippedTensor, ...] = ()
     ignored: tuple[SkippedTensor, ...] = ()
     totals: CompareTotals = field(default_factory=CompareTotals)
+    env: Env | None = field(default=None, compare=False)  # versions, device, time: filled when made
+
+    def __post_init__(self) -> None:
+        fill_env(self, "cpu")
 
     @property
     def differences(self) -> int:
@@ -145,7 +151,7 @@ class CompareResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict: the sections, totals, and the derived ``identical``/``verdict``/``differences``."""
-        out: dict[str, Any] = {"schema": SCHEMA, "kind": "compare", "base": self.base, "target": self.target,
+        out: dict[str, Any] = {**header("compare", self.env), "base": self.base, "target": self.target,
                                "rtol": self.rtol, "atol": self.atol, "identical": self.identical,
                                "verdict": self.verdict, "differences": self.differences}
         for name in (*SECTIONS, "recomputable", "ignored"):
@@ -160,8 +166,8 @@ class CompareResult:
                  "dtype_mismatch": DtypeMismatch, "value_mismatch": ValueMismatch,
                  "recomputable": SkippedTensor, "ignored": SkippedTensor}
         sections = {k: tuple(_entry_from_dict(kind, e) for e in d.get(k, ())) for k, kind in kinds.items()}
-        return cls(base=d["base"], target=d["target"], rtol=d["rtol"], atol=d["atol"],
-                   totals=CompareTotals(**d["totals"]), **sections)
+        return restore_env(cls(base=d["base"], target=d["target"], rtol=d["rtol"], atol=d["atol"],
+                               totals=CompareTotals(**d["totals"]), **sections), d)
 
 
 def _entry_to_dict(entry: Any) -> dict[str, Any]:

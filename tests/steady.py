@@ -1,0 +1,52 @@
+"""Results with their machine-dependent figures pinned (wall time, latency, process memory, env), so that
+golden files hold only what the model did."""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+import runprof
+from runprof.results import TrackResult
+from runprof.results.common import Env
+from runprof.results.perf import LatencyInfo, Timing
+
+ENV = Env("0.1.0", "2.13.0+cpu", "5.23.0", "cpu", "test CPU", "2026-01-01T00:00:00.000000Z")
+
+
+def steady_latency(lat: LatencyInfo | None) -> LatencyInfo | None:
+    """The same counts, with every duration pinned: 50 ms prefill, 5 ms decode forward, 6 ms decode step."""
+    if lat is None:
+        return None
+
+    def fixed(t: Timing, s: float) -> Timing:
+        return Timing.of([s] * t.count)
+
+    return dataclasses.replace(
+        lat, ttft_s=fixed(lat.ttft_s, 0.05), prefill_forward_s=fixed(lat.prefill_forward_s, 0.05),
+        decode_forward_s=fixed(lat.decode_forward_s, 0.005), decode_step_s=fixed(lat.decode_step_s, 0.006),
+        train_forward_s=fixed(lat.train_forward_s, 0.01),
+        prefill_tokens_per_s=None if lat.prefill_tokens_per_s is None else 200.0,
+        decode_tokens_per_s=None if lat.decode_tokens_per_s is None else 160.0)
+
+
+def steady_run(r: TrackResult) -> TrackResult:
+    """The run with its machine-dependent figures fixed: wall time, latency, process memory, env."""
+    memory = r.memory
+    if memory is not None:
+        rows = tuple(dataclasses.replace(row, bytes=2**30) if row.name.startswith("process_rss") else row
+                     for row in memory.rows)
+        memory = dataclasses.replace(memory, rows=rows)
+    runtime = dataclasses.replace(r.runtime, wall_s=0.5, latency=steady_latency(r.runtime.latency))
+    return dataclasses.replace(r, runtime=runtime, memory=memory, env=ENV)
+
+
+def golden_run(prompt: str = "def f(x):\n    return x", new: int = 4, **track) -> TrackResult:
+    """The shipped model's greedy run on ``prompt`` (the golden files' run), pinned by :func:`steady_run`."""
+    from runprof.cli.prompts import encode_prompts
+
+    loaded = runprof.load_model()
+    ids = encode_prompts(loaded.tokenizer, loaded.model.config, [prompt], new)
+    with torch.inference_mode(), runprof.track(loaded.model, name="tiny-moe", **track) as t:
+        loaded.model.generate(**ids, max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=0)
+    return steady_run(t.result)
