@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import copy
 import logging
-import weakref
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
