@@ -75,11 +75,16 @@ def configure_logging(verbose: bool) -> None:
 
 
 def set_threads(n: int | None) -> None:
-    """``--threads N``: torch's CPU thread count for this process (N >= 1; None leaves torch's default)."""
+    """``--threads N``: torch's CPU thread count for this process (1 <= N <= 4 x the CPUs this process may use;
+    None leaves torch's default). Far more threads than cores only slows torch, and a million crash it."""
     if n is None:
         return
     if n < 1:
         raise InvalidArgumentError(f"--threads {n}: must be at least 1")
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if n > 4 * cpus:
+        raise InvalidArgumentError(f"--threads {n}: this process may use {cpus} CPU{'s' if cpus != 1 else ''}; "
+                                   f"use at most {4 * cpus} threads (1 is often fastest for small models)")
     import torch
 
     torch.set_num_threads(n)
@@ -90,6 +95,10 @@ def say(message: str) -> None:
     print(message, file=sys.stderr)
 
 
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+"""runprof's own folder (the shipped model and configs): never an output."""
+
+
 def _inside(path: Path, folder: Path) -> bool:
     try:
         path.relative_to(folder)
@@ -98,29 +107,77 @@ def _inside(path: Path, folder: Path) -> bool:
         return False
 
 
+def _input_folder(source: Path) -> Path | None:
+    """The folder whose files an input reads: a directory itself, or the folder of a checkpoint index
+    (``model.safetensors.index.json`` names shards beside it)."""
+    if source.is_dir():
+        return source
+    return source.parent if source.name.endswith(".index.json") else None
+
+
+def _check_writable(flag: str, path: str, target: Path) -> None:
+    """The nearest existing folder above ``target`` must be a writable directory, and the name short enough:
+    a ``--json`` that cannot be written is refused before the work, not after it."""
+    above = target.parent
+    while not above.exists():
+        above = above.parent
+    if not above.is_dir():
+        raise InvalidArgumentError(f"{flag} {path}: {above} is a file, not a folder; give a path in a folder")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise InvalidArgumentError(f"{flag} {path}: cannot write in {above} (permission denied); give another path")
+    try:
+        name_max = os.pathconf(above, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    long = next((p for p in target.relative_to(above).parts if len(os.fsencode(p)) > name_max), None)
+    if long is not None:
+        raise InvalidArgumentError(f"{flag} {path}: the name {long[:40]}... is longer than {name_max} bytes; give a "
+                                   "shorter one")
+
+
 def check_output(flag: str, path: str | None, inputs: Iterable[str | os.PathLike[str] | None] = ()) -> None:
-    """Refuse an output path that is empty, a directory, one of the inputs, or inside an input folder
-    (checked before any work, so a bad ``--json`` costs nothing and overwrites nothing)."""
+    """Refuse an output path that is empty, a directory, one of the inputs (symbolic or hard links included),
+    inside an input folder (a model directory, or the folder of a checkpoint index), inside runprof's own folder
+    (the shipped model), or cannot be written (checked before any work, so a bad ``--json`` costs nothing and
+    overwrites nothing)."""
     if path is None or path == "-":
         return
     if not str(path).strip():
         raise InvalidArgumentError(f"{flag} '': give a file path, or - for standard output")
+    if "\x00" in str(path):
+        raise InvalidArgumentError(f"{flag} {path!r}: a path cannot hold a NUL character")
     target = Path(path).expanduser().resolve()
     if target.is_dir():
         raise InvalidArgumentError(f"{flag} {path}: is a directory; give a file path such as {Path(path) / 'out.json'}")
     for given in inputs:
-        if given is None or not Path(given).expanduser().exists():
+        if given is None or not str(given).strip() or not Path(given).expanduser().exists():
             continue
         source = Path(given).expanduser().resolve()
-        if target == source or (source.is_dir() and _inside(target, source)):
+        folder = _input_folder(source)
+        if target == source or (folder is not None and _inside(target, folder)) or (
+                target.exists() and os.path.samefile(target, source)):
             raise InvalidArgumentError(
                 f"{flag} {path}: would overwrite the input {given}; write the JSON somewhere else")
+    if _inside(target, PACKAGE_DIR):
+        raise InvalidArgumentError(f"{flag} {path}: is inside runprof's own folder {PACKAGE_DIR} (the shipped model "
+                                   "and configs); write the JSON somewhere else")
+    _check_writable(flag, str(path), target)
+
+
+def _mode(target: Path) -> int:
+    """The permissions a new file gets here (the umask's), or the replaced file's own."""
+    try:
+        return target.stat().st_mode & 0o7777
+    except OSError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
 
 
 def write_json(flag: str, path: str | None, data: dict[str, Any]) -> None:
-    """Write ``data`` to ``path`` atomically (a temporary file in the same folder, then a rename: an
-    interrupted write leaves the old file or none), or to stdout for ``-``; a missing folder is created
-    and said so."""
+    """Write ``data`` to ``path`` atomically (a temporary file in the same folder, synced, then renamed over the
+    target, through any symbolic link: an interrupted write leaves the old file or none, and no temporary file),
+    or to stdout for ``-``; a missing folder is created and said so."""
     if path is None:
         return
     text = json.dumps(data, indent=2) + "\n"
@@ -128,7 +185,7 @@ def write_json(flag: str, path: str | None, data: dict[str, Any]) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    target = Path(path).expanduser()
+    target = Path(path).expanduser().resolve()
     try:
         if not target.parent.exists():
             target.parent.mkdir(parents=True)
@@ -137,12 +194,15 @@ def write_json(flag: str, path: str | None, data: dict[str, Any]) -> None:
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, _mode(target))
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
     except OSError as e:
-        raise InvalidArgumentError(f"{flag} {path}: cannot write ({e.strerror})") from e
+        raise InvalidArgumentError(f"{flag} {path}: cannot write ({e.strerror or e})") from e
     say(f"wrote {target}")
 
 
