@@ -88,7 +88,7 @@ def _check_shipped() -> None:
     if not (TINY_MOE_DIR / "model.safetensors").is_file():
         raise ModelNotFoundError(
             f"the shipped tiny model is missing from {TINY_MOE_DIR}; reinstall runprof or rebuild it with "
-            "`python examples/train_tiny_moe.py`"
+            "`python examples/train_tiny_moe.py --out shipped`"
         )
 
 
