@@ -60,18 +60,34 @@ def _too_long(tok: Any, text: str, budget: int) -> tuple[int, int] | None:
     return None
 
 
+def _repeat_rows(enc: Any, batch: int) -> dict[str, Any]:
+    """The tokenized prompts repeated to ``batch`` rows (row i is prompt i mod n), refused when the token ids
+    alone would not fit in memory (so ``--batch-size 10**9`` is one line, not a crash)."""
+    import torch
+
+    from ..models.checks import available_bytes
+
+    ids = enc["input_ids"]
+    need = batch * ids.shape[1] * ids.element_size() * len(enc)
+    have = available_bytes(torch.device("cpu"))
+    if have is not None and need > have // 2:
+        raise InvalidArgumentError(
+            f"--batch-size {batch}: {batch:,} rows of {ids.shape[1]} tokens need {need:.2e} bytes for the token ids "
+            f"alone, more than half the {have:.2e} bytes of memory available; use a smaller --batch-size")
+    rows = torch.arange(batch) % ids.shape[0]
+    return {k: v[rows] for k, v in enc.items()}
+
+
 def encode_prompts(tok: Any, config: Any, prompts: list[str], max_new: int, batch: int | None = None) -> dict[str, Any]:
     """Tokenize (left-padded batch), keep ids inside the model's vocabulary, and refuse a prompt that
     would run past the model's context with ``max_new`` new tokens (``batch`` repeats the prompts to that
     many rows; fewer rows than prompts is refused rather than dropping prompts). A prompt far past the
     context is refused from a prefix, before the whole text is tokenized."""
     config = config.get_text_config()
-    if batch is not None:
-        if batch < len(prompts):
-            raise InvalidArgumentError(
-                f"--batch-size {batch} is less than the {len(prompts)} prompts given with --lines; omit "
-                "--batch-size to run them all as one batch")
-        prompts = (prompts * batch)[:batch]
+    if batch is not None and batch < len(prompts):
+        raise InvalidArgumentError(
+            f"--batch-size {batch} is less than the {len(prompts)} prompts given with --lines; omit "
+            "--batch-size to run them all as one batch")
     limit = getattr(config, "max_position_embeddings", None)
     limit = limit if isinstance(limit, int) and not isinstance(limit, bool) else None
     for text in dict.fromkeys(prompts) if limit is not None else ():
@@ -81,6 +97,8 @@ def encode_prompts(tok: Any, config: Any, prompts: list[str], max_new: int, batc
                 f"--max-new-tokens {max_new} would reach past the model's context of {limit} tokens; shorten the "
                 "prompt or lower --max-new-tokens")
     enc = tok(prompts, return_tensors="pt", padding=True)
+    if batch is not None and batch > len(prompts):
+        enc = _repeat_rows(enc, batch)
     vocab = config.vocab_size
     if int(enc["input_ids"].max()) >= vocab:
         enc["input_ids"] = enc["input_ids"] % vocab  # shipped tokenizer on a model with a smaller vocabulary
