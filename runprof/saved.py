@@ -124,6 +124,10 @@ def load_result(path_or_dict: str | os.PathLike[str] | Mapping[str, Any]) -> Any
     >>> runprof.load_result(r.to_dict()) == r
     True
     """
+    if not isinstance(path_or_dict, (str, os.PathLike, Mapping)):
+        raise InvalidArgumentError.bad("path_or_dict", path_or_dict if len(repr(path_or_dict)) < 60 else "...",
+                                       f"expected a path to a JSON file runprof wrote or its parsed dict, not "
+                                       f"{type(path_or_dict).__name__}")
     d = path_or_dict if isinstance(path_or_dict, Mapping) else _read(path_or_dict)
     where = "" if isinstance(path_or_dict, Mapping) else f"{path_or_dict}: "
     if not isinstance(d, Mapping):

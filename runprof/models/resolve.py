@@ -8,6 +8,7 @@ runprof cannot run (no causal-LM class, no vocabulary, top-k outside the expert 
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -93,7 +94,15 @@ def resolve(ref: str | os.PathLike[str] | None) -> ModelRef:
     if text in ALIASES:
         alias = ALIASES[text]
         return ModelRef(text, "alias", str(CONFIG_DIR / alias.config_file), alias.hub_id)
+    if "\x00" in text:
+        raise InvalidArgumentError(f"model reference {text!r}: a NUL character is in no alias, path or hub id")
     path = Path(text).expanduser()
+    try:
+        path.stat()
+    except OSError as e:  # ENAMETOOLONG, ELOOP, EACCES: a path the system refuses to look at
+        if e.errno not in (errno.ENOENT, errno.ENOTDIR):
+            raise ModelNotFoundError(f"{text[:80]}{'...' if len(text) > 80 else ''}: cannot look at this path "
+                                     f"({e.strerror}); pass a config.json, a model directory or a hub id") from e
     if path.is_file():
         return ModelRef(text, "file", str(path), None)
     if path.is_dir():

@@ -182,6 +182,11 @@ def count_params(model_or_config: ModelLike, *, dtype: torch.dtype | None = None
     >>> r.params.by_group["routed_experts"]  # 2 layers x 8 experts x 3 x 32 x 64
     98304
     """
+    if dtype is not None and not isinstance(dtype, torch.dtype):
+        raise InvalidArgumentError.bad("dtype", dtype, "expected a torch dtype such as torch.bfloat16, or None (the "
+                                       "config's own)")
+    if name is not None and not isinstance(name, str):
+        raise InvalidArgumentError.bad("name", name, "expected a string (the name the report shows)")
     model, default_name = _as_model(model_or_config, dtype)
     layers = find_moe_layers(model)
     try:
