@@ -116,8 +116,8 @@ def _input_folder(source: Path) -> Path | None:
 
 
 def _check_writable(flag: str, path: str, target: Path) -> None:
-    """The nearest existing folder above ``target`` must be a writable directory, and the name short enough:
-    a ``--json`` that cannot be written is refused before the work, not after it."""
+    """The nearest existing folder above ``target`` must be a writable directory: a ``--json`` that cannot be
+    written is refused before the work, not after it."""
     above = target.parent
     while not above.exists():
         above = above.parent
@@ -125,43 +125,50 @@ def _check_writable(flag: str, path: str, target: Path) -> None:
         raise InvalidArgumentError(f"{flag} {path}: {above} is a file, not a folder; give a path in a folder")
     if not os.access(above, os.W_OK | os.X_OK):
         raise InvalidArgumentError(f"{flag} {path}: cannot write in {above} (permission denied); give another path")
-    try:
-        name_max = os.pathconf(above, "PC_NAME_MAX")
-    except (OSError, ValueError):
-        name_max = 255
-    long = next((p for p in target.relative_to(above).parts if len(os.fsencode(p)) > name_max), None)
-    if long is not None:
-        raise InvalidArgumentError(f"{flag} {path}: the name {long[:40]}... is longer than {name_max} bytes; give a "
-                                   "shorter one")
+
+
+def _check_inputs(flag: str, path: str, target: Path, inputs: Iterable[str | os.PathLike[str] | None]) -> None:
+    for given in inputs:
+        try:
+            if given is None or not str(given).strip() or not Path(given).expanduser().exists():
+                continue
+            source = Path(given).expanduser().resolve()
+        except (OSError, ValueError):  # an input the system cannot look at is refused by its own command
+            continue
+        folder = _input_folder(source)
+        if target == source or (folder is not None and _inside(target, folder)) or (
+                target.exists() and os.path.samefile(target, source)):
+            raise InvalidArgumentError(f"{flag} {path}: would overwrite the input {given}; write the JSON somewhere else")
 
 
 def check_output(flag: str, path: str | None, inputs: Iterable[str | os.PathLike[str] | None] = ()) -> None:
     """Refuse an output path that is empty, a directory, one of the inputs (symbolic or hard links included),
     inside an input folder (a model directory, or the folder of a checkpoint index), inside runprof's own folder
-    (the shipped model), or cannot be written (checked before any work, so a bad ``--json`` costs nothing and
-    overwrites nothing)."""
+    (the shipped model), too long, or in a folder that cannot be written (checked before any work, so a bad
+    ``--json`` costs nothing and overwrites nothing)."""
     if path is None or path == "-":
         return
     if not str(path).strip():
         raise InvalidArgumentError(f"{flag} '': give a file path, or - for standard output")
     if "\x00" in str(path):
         raise InvalidArgumentError(f"{flag} {path!r}: a path cannot hold a NUL character")
-    target = Path(path).expanduser().resolve()
-    if target.is_dir():
-        raise InvalidArgumentError(f"{flag} {path}: is a directory; give a file path such as {Path(path) / 'out.json'}")
-    for given in inputs:
-        if given is None or not str(given).strip() or not Path(given).expanduser().exists():
-            continue
-        source = Path(given).expanduser().resolve()
-        folder = _input_folder(source)
-        if target == source or (folder is not None and _inside(target, folder)) or (
-                target.exists() and os.path.samefile(target, source)):
-            raise InvalidArgumentError(
-                f"{flag} {path}: would overwrite the input {given}; write the JSON somewhere else")
-    if _inside(target, PACKAGE_DIR):
-        raise InvalidArgumentError(f"{flag} {path}: is inside runprof's own folder {PACKAGE_DIR} (the shipped model "
-                                   "and configs); write the JSON somewhere else")
-    _check_writable(flag, str(path), target)
+    shown = str(path) if len(str(path)) <= 80 else str(path)[:77] + "..."
+    long = next((part for part in Path(path).parts if len(os.fsencode(part)) > 255), None)
+    if long is not None or len(os.fsencode(str(path))) >= 4096:
+        raise InvalidArgumentError(f"{flag} {shown}: {'a name' if long else 'the path'} is longer than the system "
+                                   f"allows ({255 if long else 4095} bytes); give a shorter one")
+    try:
+        target = Path(path).expanduser().resolve()
+        if target.is_dir():
+            raise InvalidArgumentError(f"{flag} {path}: is a directory; give a file path such as "
+                                       f"{Path(path) / 'out.json'}")
+        _check_inputs(flag, str(path), target, inputs)
+        if _inside(target, PACKAGE_DIR):
+            raise InvalidArgumentError(f"{flag} {path}: is inside runprof's own folder {PACKAGE_DIR} (the shipped "
+                                       "model and configs); write the JSON somewhere else")
+        _check_writable(flag, str(path), target)
+    except OSError as e:  # a loop of symbolic links, a folder that cannot be searched, ...
+        raise InvalidArgumentError(f"{flag} {shown}: cannot use this path ({e.strerror or e})") from e
 
 
 def _mode(target: Path) -> int:

@@ -129,6 +129,10 @@ def _read_json(path: str) -> dict[str, Any]:
             data = json.load(f)
     except json.JSONDecodeError as e:
         raise InvalidArgumentError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}); pass a config.json") from e
+    except UnicodeDecodeError as e:
+        raise InvalidArgumentError(f"{path}: not UTF-8 text (byte {e.start}); pass a config.json") from e
+    except RecursionError as e:
+        raise InvalidArgumentError(f"{path}: JSON nested too deeply to be a config.json") from e
     except OSError as e:
         raise ModelNotFoundError(f"{path}: cannot read ({e.strerror})") from e
     if not isinstance(data, dict):
