@@ -29,7 +29,10 @@ script builds one from scratch on a 2-core CPU in roughly ten minutes:
    switched off (``model.router_aux_loss_coef = 0``) and the same function
    is applied to each layer separately and averaged (balanced value: 2).
 4. Export: bf16 ``model.safetensors`` + config + generation config +
-   tokenizer files only, into ``--out`` (default ``runprof/models/tiny_moe``).
+   tokenizer files only, into ``--out`` (default ``./tiny_moe_out``, a new
+   folder).  The model runprof ships (``runprof/models/tiny_moe``) is replaced
+   only when asked by name: ``--out shipped`` or ``--replace-shipped``; an
+   existing folder that already holds model files needs ``--overwrite``.
 5. Report: per-layer routing statistics read from the router's own output
    (``MixtralTopKRouter`` returns ``(logits, scores, indices)``; a forward
    hook captures ``indices``), on ``examples/prompt.txt`` and on held-out
@@ -42,8 +45,10 @@ oversubscribe the cores and can be >10x slower.
 
 Usage::
 
-    python examples/train_tiny_moe.py                       # ~10 min, 2-core CPU
+    python examples/train_tiny_moe.py                       # ~10 min, 2-core CPU, into ./tiny_moe_out
+    python examples/train_tiny_moe.py --out shipped         # rebuild the model runprof ships
     python examples/train_tiny_moe.py --steps 50 --out /tmp/m   # smoke test
+    python examples/train_tiny_moe.py --dry-run             # check the arguments, say where it would write
 """
 
 from __future__ import annotations
@@ -60,7 +65,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_OUT = REPO / "runprof" / "models" / "tiny_moe"
+SHIPPED_OUT = REPO / "runprof" / "models" / "tiny_moe"  # what `python -m runprof` loads by default
+DEFAULT_OUT = Path("tiny_moe_out")
 DEFAULT_PROMPT = REPO / "examples" / "prompt.txt"
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]  # ids 0, 1, 2, 3
@@ -99,9 +105,15 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory (default: %(default)s)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help=f"output directory (default: ./{DEFAULT_OUT}); 'shipped' replaces runprof's shipped model "
+                        f"in {SHIPPED_OUT}")
+    p.add_argument("--replace-shipped", action="store_true", help="same as --out shipped")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the model files of an existing --out folder (never needed for a new folder)")
+    p.add_argument("--dry-run", action="store_true", help="check the arguments, say where the model would go, stop")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--steps", type=int, default=750, help="optimizer steps (default: %(default)s)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default: %(default)s)")
@@ -120,7 +132,54 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--file-cap", type=int, default=24_000, help="max bytes per source file (default: %(default)s)")
     p.add_argument("--log-every", type=int, default=25, help="log interval in steps (default: %(default)s)")
     p.add_argument("--prompt", type=Path, default=DEFAULT_PROMPT, help="prompt for the routing report")
-    return p.parse_args(argv)
+    return p
+
+
+def output_dir(out: str | None, replace_shipped: bool, overwrite: bool) -> Path:
+    """Where the model goes; ValueError (one line) for a folder that must not be written.
+
+    The shipped model is replaced only when asked by name (``--out shipped`` or ``--replace-shipped``), never
+    by a path that happens to lead there; an existing folder holding model files needs ``overwrite``.
+    """
+    if replace_shipped and out not in (None, "shipped"):
+        raise ValueError(f"--replace-shipped writes {SHIPPED_OUT}, but --out {out} was given; pass one of them")
+    if replace_shipped or out == "shipped":
+        return SHIPPED_OUT
+    if out is not None and not out.strip():
+        raise ValueError("--out '': give a folder, or 'shipped' to replace runprof's shipped model")
+    target = Path(out) if out is not None else DEFAULT_OUT
+    if target.expanduser().resolve() == SHIPPED_OUT.resolve():
+        raise ValueError(f"--out {out} is runprof's shipped model; pass --out shipped (or --replace-shipped) to "
+                         "replace it")
+    if target.exists() and not target.is_dir():
+        raise ValueError(f"--out {target} is a file; give a folder")
+    held = sorted(name for name in SHIP_FILES if (target / name).exists())
+    if held and not overwrite:
+        raise ValueError(f"--out {target} already holds model files ({', '.join(held)}); pass --overwrite to "
+                         "replace them, or choose a new folder")
+    return target
+
+
+POSITIVE = ("steps", "threads", "batch_size", "vocab_size", "corpus_cap", "file_cap", "log_every")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """The arguments, checked (numbers in range, the output folder), without importing torch."""
+    p = build_parser()
+    args = p.parse_args(argv)
+    bad = [f"--{name.replace('_', '-')} {getattr(args, name)} must be at least 1"
+           for name in POSITIVE if getattr(args, name) < 1]
+    if args.seq_len < 2 or args.warmup < 0 or not args.lr > 0 or args.aux_coef < 0:
+        bad.append("--seq-len >= 2, --warmup >= 0, --lr > 0 and --aux-coef >= 0 are needed")
+    if args.vocab_size <= len(SPECIAL_TOKENS):
+        bad.append(f"--vocab-size {args.vocab_size} must exceed the {len(SPECIAL_TOKENS)} special tokens")
+    if bad:
+        p.error("; ".join(bad))
+    try:
+        args.out = output_dir(args.out, args.replace_shipped, args.overwrite)
+    except ValueError as e:
+        p.error(str(e))
+    return args
 
 
 # --------------------------------------------------------------------------- corpus
@@ -276,6 +335,11 @@ def report_routing(model, batches: dict, num_experts: int, k: int) -> dict:
 # --------------------------------------------------------------------------- main
 def main(argv=None) -> int:
     args = parse_args(argv)
+    shipped = args.out.resolve() == SHIPPED_OUT.resolve()
+    log(f"[out] {args.out}" + (" (replaces runprof's shipped model)" if shipped else ""))
+    if args.dry_run:
+        log(f"[dry-run] would train {args.steps} steps x {args.batch_size} x {args.seq_len} tokens; nothing written")
+        return 0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("RAYON_NUM_THREADS", str(args.threads))

@@ -130,11 +130,16 @@ def configure_logging(verbose: bool) -> None:
 
 
 def set_threads(n: int | None) -> None:
-    """``--threads N``: torch's CPU thread count for this process (N >= 1; None leaves torch's default)."""
+    """``--threads N``: torch's CPU thread count for this process (1 <= N <= 4 x the CPUs this process may use;
+    None leaves torch's default). Far more threads than cores only slows torch, and a million crash it."""
     if n is None:
         return
     if n < 1:
         raise InvalidArgumentError(f"--threads {n}: must be at least 1")
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if n > 4 * cpus:
+        raise InvalidArgumentError(f"--threads {n}: this process may use {cpus} CPU{'s' if cpus != 1 else ''}; "
+                                   f"use at most {4 * cpus} threads (1 is often fastest for small models)")
     import torch
 
     torch.set_num_threads(n)
@@ -177,6 +182,10 @@ def say(message: str) -> None:
     print(message, file=sys.stderr)
 
 
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+"""runprof's own folder (the shipped model and configs): never an output."""
+
+
 def _inside(path: Path, folder: Path) -> bool:
     try:
         path.relative_to(folder)
@@ -185,23 +194,78 @@ def _inside(path: Path, folder: Path) -> bool:
         return False
 
 
+def _input_folder(source: Path) -> Path | None:
+    """The folder whose files an input reads: a directory itself, or the folder of a checkpoint index
+    (``model.safetensors.index.json`` names shards beside it)."""
+    if source.is_dir():
+        return source
+    return source.parent if source.name.endswith(".index.json") else None
+
+
+def _check_writable(flag: str, path: str, target: Path) -> None:
+    """The nearest existing folder above ``target`` must be a writable directory: a ``--json`` that cannot be
+    written is refused before the work, not after it."""
+    above = target.parent
+    while not above.exists():
+        above = above.parent
+    if not above.is_dir():
+        raise InvalidArgumentError(f"{flag} {path}: {above} is a file, not a folder; give a path in a folder")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise InvalidArgumentError(f"{flag} {path}: cannot write in {above} (permission denied); give another path")
+
+
+def _check_inputs(flag: str, path: str, target: Path, inputs: Iterable[str | os.PathLike[str] | None]) -> None:
+    for given in inputs:
+        try:
+            if given is None or not str(given).strip() or not Path(given).expanduser().exists():
+                continue
+            source = Path(given).expanduser().resolve()
+        except (OSError, ValueError):  # an input the system cannot look at is refused by its own command
+            continue
+        folder = _input_folder(source)
+        if target == source or (folder is not None and _inside(target, folder)) or (
+                target.exists() and os.path.samefile(target, source)):
+            raise InvalidArgumentError(f"{flag} {path}: would overwrite the input {given}; write the JSON somewhere else")
+
+
 def check_output(flag: str, path: str | None, inputs: Iterable[str | os.PathLike[str] | None] = ()) -> None:
-    """Refuse an output path that is empty, a directory, one of the inputs, or inside an input folder
-    (checked before any work, so a bad ``--json`` costs nothing and overwrites nothing)."""
+    """Refuse an output path that is empty, a directory, one of the inputs (symbolic or hard links included),
+    inside an input folder (a model directory, or the folder of a checkpoint index), inside runprof's own folder
+    (the shipped model), too long, or in a folder that cannot be written (checked before any work, so a bad
+    ``--json`` costs nothing and overwrites nothing)."""
     if path is None or path == "-":
         return
     if not str(path).strip():
         raise InvalidArgumentError(f"{flag} '': give a file path, or - for standard output")
-    target = Path(path).expanduser().resolve()
-    if target.is_dir():
-        raise InvalidArgumentError(f"{flag} {path}: is a directory; give a file path such as {Path(path) / 'out.json'}")
-    for given in inputs:
-        if given is None or not Path(given).expanduser().exists():
-            continue
-        source = Path(given).expanduser().resolve()
-        if target == source or (source.is_dir() and _inside(target, source)):
-            raise InvalidArgumentError(
-                f"{flag} {path}: would overwrite the input {given}; write it somewhere else")
+    if "\x00" in str(path):
+        raise InvalidArgumentError(f"{flag} {path!r}: a path cannot hold a NUL character")
+    shown = str(path) if len(str(path)) <= 80 else str(path)[:77] + "..."
+    long = next((part for part in Path(path).parts if len(os.fsencode(part)) > 255), None)
+    if long is not None or len(os.fsencode(str(path))) >= 4096:
+        raise InvalidArgumentError(f"{flag} {shown}: {'a name' if long else 'the path'} is longer than the system "
+                                   f"allows ({255 if long else 4095} bytes); give a shorter one")
+    try:
+        target = Path(path).expanduser().resolve()
+        if target.is_dir():
+            raise InvalidArgumentError(f"{flag} {path}: is a directory; give a file path such as "
+                                       f"{Path(path) / 'out.json'}")
+        _check_inputs(flag, str(path), target, inputs)
+        if _inside(target, PACKAGE_DIR):
+            raise InvalidArgumentError(f"{flag} {path}: is inside runprof's own folder {PACKAGE_DIR} (the shipped "
+                                       "model and configs); write it somewhere else")
+        _check_writable(flag, str(path), target)
+    except OSError as e:  # a loop of symbolic links, a folder that cannot be searched, ...
+        raise InvalidArgumentError(f"{flag} {shown}: cannot use this path ({e.strerror or e})") from e
+
+
+def _mode(target: Path) -> int:
+    """The permissions a new file gets here (the umask's), or the replaced file's own."""
+    try:
+        return target.stat().st_mode & 0o7777
+    except OSError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
 
 
 def check_html(path: str | None, inputs: Iterable[str | os.PathLike[str] | None] = (), json_path: str | None = None) \
@@ -229,9 +293,10 @@ def write_json(flag: str, path: str | None, data: dict[str, Any]) -> None:
 
 
 def write_text(flag: str, path: str, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (a temporary file in the same folder, then a rename: an
-    interrupted write leaves the old file or none); a missing folder is created and said so."""
-    target = Path(path).expanduser()
+    """Write ``text`` to ``path`` atomically (a temporary file in the same folder, synced, then renamed over the
+    target, through any symbolic link: an interrupted write leaves the old file or none, and no temporary file);
+    a missing folder is created and said so."""
+    target = Path(path).expanduser().resolve()
     try:
         if not target.parent.exists():
             target.parent.mkdir(parents=True)
@@ -240,12 +305,15 @@ def write_text(flag: str, path: str, text: str) -> None:
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, _mode(target))
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
     except OSError as e:
-        raise InvalidArgumentError(f"{flag} {path}: cannot write ({e.strerror})") from e
+        raise InvalidArgumentError(f"{flag} {path}: cannot write ({e.strerror or e})") from e
     say(f"wrote {target}")
 
 

@@ -24,14 +24,18 @@ def first_line(e: BaseException, limit: int = 200) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
-def parse_dtype(text: str | None) -> torch.dtype | None:
-    """``"bf16"`` -> ``torch.bfloat16``; ``"auto"``/``None`` -> ``None`` (the checkpoint's own dtype)."""
+def parse_dtype(text: str | torch.dtype | None) -> torch.dtype | None:
+    """``"bf16"`` -> ``torch.bfloat16``; ``"auto"``/``None`` -> ``None`` (the checkpoint's own dtype); a torch
+    dtype is kept; anything else is one line."""
     if text in (None, "auto"):
         return None
+    if isinstance(text, torch.dtype):
+        return text
     try:
         return _DTYPES[text]
-    except KeyError:
-        raise InvalidArgumentError.bad("dtype", text, f"expected one of auto, {', '.join(_DTYPES)}") from None
+    except (KeyError, TypeError):
+        raise InvalidArgumentError.bad("dtype", text, f"expected a torch dtype or one of auto, {', '.join(_DTYPES)}") \
+            from None
 
 
 def parse_device(text: str | None) -> torch.device:
@@ -48,6 +52,9 @@ def parse_device(text: str | None) -> torch.device:
     """
     if text in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not isinstance(text, str):
+        raise InvalidArgumentError.bad("device", text, "expected a torch.device or one of cpu, cuda, cuda:N, mps, xpu, "
+                                       "auto")
     if text.startswith("cuda") and not torch.cuda.is_available():
         raise InvalidArgumentError.bad("device", text, "no CUDA GPU is available here; use cpu or auto")
     try:

@@ -88,7 +88,7 @@ def _check_shipped() -> None:
     if not (TINY_MOE_DIR / "model.safetensors").is_file():
         raise ModelNotFoundError(
             f"the shipped tiny model is missing from {TINY_MOE_DIR}; reinstall runprof or rebuild it with "
-            "`python examples/train_tiny_moe.py`"
+            "`python examples/train_tiny_moe.py --out shipped`"
         )
 
 
@@ -110,6 +110,8 @@ def prepare(ref: str | os.PathLike[str] | None = None, *, random_init: bool = Fa
     """Resolve ``ref``, read its config and tokenizer, and check that weights can be had (fails fast,
     before any weight is read: missing weights offline, ``num_layers`` without ``random_init``, a config
     runprof cannot run, a local folder without tokenizer files or with a corrupt safetensors file)."""
+    if num_layers is not None and (isinstance(num_layers, bool) or not isinstance(num_layers, int)):
+        raise InvalidArgumentError.bad("num_layers", num_layers, "expected a whole number of decoder layers")
     if num_layers is not None and not random_init:
         raise InvalidArgumentError.bad("num_layers", num_layers, "needs random_init (a truncated checkpoint is not "
                                        "loaded)")
@@ -165,6 +167,9 @@ def load_model(
     from transformers import AutoModelForCausalLM
 
     dev = check_device(device) if isinstance(device, torch.device) else parse_device(device)
+    dtype = parse_dtype(dtype)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise InvalidArgumentError.bad("seed", seed, "expected an integer")
     prep = ref if isinstance(ref, Prepared) else prepare(ref, random_init=random_init, num_layers=num_layers)
     mref, notes = prep.ref, list(prep.notes)
     kwargs: dict[str, Any] = {} if dtype is None else {"dtype": dtype}

@@ -8,15 +8,17 @@ runprof cannot run (no causal-LM class, no vocabulary, top-k outside the expert 
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidArgumentError, ModelNotFoundError, UnsupportedModelError
+from ..errors import InvalidArgumentError, ModelNotFoundError, RunprofError, UnsupportedModelError
 
 log = logging.getLogger("runprof")
 
@@ -94,7 +96,15 @@ def resolve(ref: str | os.PathLike[str] | None) -> ModelRef:
     if text in ALIASES:
         alias = ALIASES[text]
         return ModelRef(text, "alias", str(CONFIG_DIR / alias.config_file), alias.hub_id)
+    if "\x00" in text:
+        raise InvalidArgumentError(f"model reference {text!r}: a NUL character is in no alias, path or hub id")
     path = Path(text).expanduser()
+    try:
+        path.stat()
+    except OSError as e:  # ENAMETOOLONG, ELOOP, EACCES: a path the system refuses to look at
+        if e.errno not in (errno.ENOENT, errno.ENOTDIR):
+            raise ModelNotFoundError(f"{text[:80]}{'...' if len(text) > 80 else ''}: cannot look at this path "
+                                     f"({e.strerror}); pass a config.json, a model directory or a hub id") from e
     if path.is_file():
         return ModelRef(text, "file", str(path), None)
     if path.is_dir():
@@ -121,6 +131,10 @@ def _read_json(path: str) -> dict[str, Any]:
             data = json.load(f)
     except json.JSONDecodeError as e:
         raise InvalidArgumentError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}); pass a config.json") from e
+    except UnicodeDecodeError as e:
+        raise InvalidArgumentError(f"{path}: not UTF-8 text (byte {e.start}); pass a config.json") from e
+    except RecursionError as e:
+        raise InvalidArgumentError(f"{path}: JSON nested too deeply to be a config.json") from e
     except OSError as e:
         raise ModelNotFoundError(f"{path}: cannot read ({e.strerror})") from e
     if not isinstance(data, dict):
@@ -137,16 +151,30 @@ def load_config(ref: str | os.PathLike[str] | None) -> tuple[Any, ModelRef]:
         return _hub_config(mref), mref
     data = _read_json(mref.config_source)
     model_type = data.get("model_type")
-    if not model_type:
-        raise UnsupportedModelError(f"{mref.config_source}: no 'model_type' key; is this a transformers config.json?")
+    if not model_type or not isinstance(model_type, str):
+        raise UnsupportedModelError(f"{mref.config_source}: no 'model_type' key (a string); is this a transformers "
+                                    "config.json?")
     try:
         config = AutoConfig.from_pretrained(mref.config_source)
-    except (ValueError, KeyError) as e:
-        raise UnsupportedModelError(
-            f"{mref.config_source}: model_type {model_type!r} is not known to this transformers "
-            f"version; upgrade transformers or check the config"
-        ) from e
+    except Exception as e:  # noqa: BLE001 - a config's values can break transformers' validation in many ways
+        raise config_error(mref.config_source, model_type, e) from e
     return config, mref
+
+
+def config_error(source: str, model_type: object, e: BaseException) -> RunprofError:
+    """One line for a config transformers refuses to build: an unknown ``model_type``, or a field of the wrong
+    type or value (``hidden_size: "abc"``), quoting transformers' own reason."""
+    if isinstance(e, KeyError) or "Unrecognized model" in str(e) or "does not recognize this architecture" in str(e):
+        what = f"model_type {model_type!r}" if model_type is not None else "its model_type"
+        return UnsupportedModelError(
+            f"{source}: {what} is not known to this transformers version; upgrade transformers or check the config")
+    reason = " ".join(str(e).split()) or type(e).__name__
+    field = re.search(r"Field '(\w+)' expected (\w+), got (\w+) \(value: (.{0,80}?)\)$", reason)
+    if field:
+        return InvalidArgumentError(f"{source}: {field[1]} {field[4]}: expected {field[2]}, got {field[3]}; fix it in "
+                                    "the config")
+    reason = reason if len(reason) <= 200 else reason[:197] + "..."
+    return InvalidArgumentError(f"{source}: transformers refuses this config ({reason}); fix that field in the config")
 
 
 def text_config(config: Any) -> Any:
@@ -194,6 +222,7 @@ def check_config(config: Any, name: str) -> None:
             f"{name}: vocab_size {vocab!r}: a causal LM needs a vocabulary of at least 1 token; fix vocab_size in "
             "the config"
         )
+    check_sizes(text, name)
     for cfg, _, k_attr in config_top_k_fields(config):
         k = getattr(cfg, k_attr)
         experts = int_field(cfg, EXPERT_FIELDS)
@@ -209,6 +238,58 @@ def check_config(config: Any, name: str) -> None:
             )
 
 
+POSITIVE_SIZES = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
+                  "max_position_embeddings")
+"""Sizes a decoder needs at least 1 of, where its config has them."""
+SIZES = ("intermediate_size", "moe_intermediate_size", *EXPERT_FIELDS)
+"""Sizes that may be 0 (no dense MLP, no experts) but never negative or fractional."""
+MAX_LAYERS = 2048
+"""More decoder layers than this is refused: published models have under 200, and building 10**12 layers on
+the meta device would never finish (about 3 ms a layer)."""
+
+
+def _field(cfg: Any, attr: str) -> Any:
+    """``cfg.attr``, or None where it is unset or not one value (per-layer fields of heterogeneous configs raise)."""
+    try:
+        return getattr(cfg, attr, None)
+    except Exception:  # noqa: BLE001 - transformers' AmbiguousGlobalPerLayerAttributeError and kin
+        return None
+
+
+def check_sizes(cfg: Any, name: str) -> None:
+    """Refuse a size field that is not a whole number, is negative (below 1 where a decoder needs one), or a
+    layer count no machine could build; per-layer lists and unset (None) fields are left to transformers.
+
+    >>> from transformers import MixtralConfig
+    >>> check_sizes(MixtralConfig(num_hidden_layers=0), "tiny")
+    Traceback (most recent call last):
+    ...
+    runprof.errors.InvalidArgumentError: tiny: num_hidden_layers 0: must be at least 1; fix it in the config
+    """
+    for attr in (*POSITIVE_SIZES, *SIZES):
+        value = _field(cfg, attr)
+        if value is None or isinstance(value, (list, tuple, dict)):
+            continue
+        least = 1 if attr in POSITIVE_SIZES else 0
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidArgumentError(f"{name}: {attr} {value!r}: must be a whole number (at least {least}); fix it "
+                                       "in the config")
+        if value < least:
+            raise InvalidArgumentError(f"{name}: {attr} {value}: must be at least {least}; fix it in the config")
+    layers = _field(cfg, "num_hidden_layers")
+    if isinstance(layers, int) and layers > MAX_LAYERS:
+        raise InvalidArgumentError(f"{name}: num_hidden_layers {layers:,}: more than {MAX_LAYERS:,} decoder layers "
+                                   "(published models have under 200); fix it in the config")
+    heads, kv = _field(cfg, "num_attention_heads"), _field(cfg, "num_key_value_heads")
+    if isinstance(heads, int) and isinstance(kv, int) and heads % kv:
+        raise InvalidArgumentError(f"{name}: num_key_value_heads {kv} does not divide num_attention_heads {heads} "
+                                   "(each key/value head serves a whole group of query heads); fix it in the config")
+    hidden = _field(cfg, "hidden_size")
+    if isinstance(heads, int) and isinstance(hidden, int) and not _field(cfg, "head_dim") and hidden < heads:
+        raise InvalidArgumentError(f"{name}: hidden_size {hidden} is less than num_attention_heads {heads} (a head "
+                                   "would have 0 dimensions); fix hidden_size or num_attention_heads in the config")
+
+
 def _hub_config(mref: ModelRef) -> Any:
     from transformers import AutoConfig
 
@@ -220,7 +301,11 @@ def _hub_config(mref: ModelRef) -> Any:
                 f"{mref.name}: not in the local Hugging Face cache and the hub is unreachable; use an alias "
                 f"({', '.join(sorted(ALIASES))}), a local config.json or model directory"
             ) from cached_error
+    except Exception as e:  # noqa: BLE001 - a cached config transformers' validation refuses
+        raise config_error(mref.name, None, e) from e
     try:
         return AutoConfig.from_pretrained(mref.config_source)
     except (OSError, ValueError) as e:
         raise ModelNotFoundError(f"{mref.name}: cannot load its config from the hub ({str(e).splitlines()[0]})") from e
+    except Exception as e:  # noqa: BLE001
+        raise config_error(mref.name, None, e) from e

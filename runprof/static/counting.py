@@ -5,6 +5,7 @@ import logging
 import math
 import os
 import re
+import warnings
 from collections import Counter
 from typing import Any
 
@@ -43,10 +44,14 @@ def build_meta_model(config: Any, dtype: torch.dtype | None = None, *, name: str
     """
     from transformers import AutoModelForCausalLM
 
+    from ..models.resolve import check_config
+
     label = name or getattr(config, "model_type", None) or type(config).__name__
+    check_config(config, label)  # sizes, vocabulary, top-k: a named field rather than a transformers error
     kwargs: dict[str, Any] = {} if dtype is None else {"dtype": dtype}
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Initializing zero-element tensors")  # 0 experts: no storage
             return AutoModelForCausalLM.from_config(config, **kwargs)
     except ValueError as e:
         if "Unrecognized configuration class" in str(e):
@@ -104,16 +109,25 @@ def _as_model(obj: ModelLike, dtype: torch.dtype | None) -> tuple[nn.Module, str
     if isinstance(obj, dict):
         from transformers import AutoConfig
 
+        from ..models.resolve import config_error
+
         data = dict(obj)
         model_type = data.pop("model_type", None)
-        if not model_type:
-            raise InvalidArgumentError("a config dict needs a 'model_type' key")
-        return build_meta_model(AutoConfig.for_model(model_type, **data), dtype), model_type
+        if not model_type or not isinstance(model_type, str):
+            raise InvalidArgumentError.bad("model_or_config", obj if len(repr(obj)) < 80 else "{...}",
+                                           "a config dict needs a 'model_type' key holding a string such as 'mixtral'")
+        if not all(isinstance(k, str) for k in data):
+            raise InvalidArgumentError(f"config dict for {model_type!r}: every key must be a string (a config field)")
+        try:
+            config = AutoConfig.for_model(model_type, **data)
+        except Exception as e:  # noqa: BLE001 - transformers' validation of arbitrary fields raises many kinds
+            raise config_error("config dict", model_type, e) from e
+        return build_meta_model(config, dtype), model_type
     if isinstance(obj, (str, os.PathLike)):
         from ..models.resolve import load_config
 
         config, ref = load_config(obj)
-        return build_meta_model(config, dtype), ref.name
+        return build_meta_model(config, dtype, name=ref.name), ref.name
     raise InvalidArgumentError(
         f"count_params takes a model, a config, a config dict, a path or a hub id, not {type(obj).__name__}"
     )
@@ -169,6 +183,11 @@ def count_params(model_or_config: ModelLike, *, dtype: torch.dtype | None = None
     >>> r.params.by_group["routed_experts"]  # 2 layers x 8 experts x 3 x 32 x 64
     98304
     """
+    if dtype is not None and not isinstance(dtype, torch.dtype):
+        raise InvalidArgumentError.bad("dtype", dtype, "expected a torch dtype such as torch.bfloat16, or None (the "
+                                       "config's own)")
+    if name is not None and not isinstance(name, str):
+        raise InvalidArgumentError.bad("name", name, "expected a string (the name the report shows)")
     model, default_name = _as_model(model_or_config, dtype)
     layers = find_moe_layers(model)
     try:
