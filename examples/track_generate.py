@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import torch
-from runprof.renderers.text import render_track
 
 import runprof
 from runprof.models.loading import load_model
@@ -18,7 +17,7 @@ with torch.inference_mode(), runprof.track(model) as t:
     model.generate(**inputs, max_new_tokens=16, do_sample=False, pad_token_id=tok.pad_token_id)
 
 r = t.result
-print(render_track(r))
+print(runprof.render(r, full=True))
 print("measured active params per token:", r.runtime.active_params_per_token["all"].mean)
 print("static active params per token:  ", r.params.active_per_token["all"])
 print("experts per token:", r.runtime.experts_per_token.mean, "| expert load, layer 0:", r.runtime.expert_load[0])

@@ -139,7 +139,7 @@ def test_cli_json_and_plots(prompt_file, tmp_path, capsys, one_thread):
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     data = json.loads(out.read_text())
-    assert main(["render", str(out)]) == 0
+    assert main(["render", str(out), "--full"]) == 0
     assert capsys.readouterr().out == captured.out  # the report is the saved result's
     assert [(r["top_k"], r["experts_per_token"]["min"], r["experts_per_token"]["max"]) for r in data["runs"]] == \
         [(1, 1, 1), (2, 2, 2), (4, 4, 4)]

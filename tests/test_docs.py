@@ -32,3 +32,16 @@ def test_readme_python_examples_run():
     assert blocks, "the README has no Python example"
     for code in blocks:
         exec(compile(code, "README.md", "exec"), {"__name__": "readme"})  # noqa: S102 - our own README
+
+
+@pytest.mark.parametrize("script, args", [("track_generate.py", []), ("count_config.py", []),
+                                          ("train_tiny_moe.py", ["--dry-run"])])
+def test_examples_run(script, args):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, str(REPO / "examples" / script), *args], capture_output=True, text=True,
+                          timeout=300, cwd=REPO, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1",
+                                                      "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr

@@ -36,14 +36,21 @@ TOP_FLAGS = ("-v", "--verbose")
 log = logging.getLogger("runprof")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's usage errors as one line (``runprof: error: ...``), exit 2, like every other bad input."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"runprof: error: {' '.join(message.split())} (see {self.prog} -h)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m runprof",
         description="Profile transformers models: static counts, measured experts per token, memory, weights.",
         epilog="Without a subcommand, run is meant: python -m runprof [MODEL] --prompt FILE.",
     )
     add_verbose(parser, top=True)
-    sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(SUBCOMMANDS) + "}")
+    sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(SUBCOMMANDS) + "}", parser_class=_Parser)
     for add in SUBCOMMANDS.values():
         add(sub)
     return parser
@@ -57,7 +64,24 @@ def _with_command(argv: list[str]) -> list[str]:
         i += 1
     if i < len(argv) and argv[i] in SUBCOMMANDS:
         return argv
+    if i < len(argv) and not argv[i].startswith("-"):
+        _refuse_misspelt(argv[i])
     return [*argv[:i], "run", *argv[i:]]
+
+
+def _refuse_misspelt(word: str) -> None:
+    """A first word that is no path and close to a subcommand's name is a typo, not a model to look up."""
+    import difflib
+    import os
+
+    close = difflib.get_close_matches(word, list(SUBCOMMANDS), n=1, cutoff=0.75)
+    if close and not os.path.exists(word):
+        raise SystemExit(_usage_error(f"{word!r} is not a subcommand (did you mean {close[0]}?)"))
+
+
+def _usage_error(message: str) -> int:
+    print(f"runprof: error: {message}", file=sys.stderr)
+    return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -92,6 +92,20 @@ def _model_top_ks(model: object) -> list[int]:
     return default_top_ks(layers[0].top_k, min(layer.num_experts for layer in layers))
 
 
+def _check_before_loading(args: argparse.Namespace, top_ks: list[int] | None, batch_sizes: list[int]) -> None:
+    """The plan against the model's config, before any weight is read (a bad flag costs no load)."""
+    from ..models.resolve import load_config
+    from ..moe.discovery import config_num_experts
+    from ..routing.bench import check_plan, not_moe
+
+    config, ref = load_config(args.model)
+    e = config_num_experts(config.get_text_config() if hasattr(config, "get_text_config") else config) \
+        or config_num_experts(config)
+    if e is None:
+        raise not_moe(ref.name)
+    check_plan(top_ks, batch_sizes, args.repeats, args.warmup, args.max_new_tokens, e)
+
+
 def run_bench(args: argparse.Namespace) -> int:
     """Run the bench described by ``args`` (see :func:`add_bench`); print the report; return the exit code."""
     from tqdm.auto import tqdm
@@ -110,9 +124,11 @@ def run_bench(args: argparse.Namespace) -> int:
 
         require_matplotlib()
         check_plot_args(args.plot_format, args.dpi)
-    text = prompts_from_args(args, say)[0]
+    notice: list[str] = []  # said with the report's notes
+    text = prompts_from_args(args, notice.append)[0]
     set_threads(args.threads)
     device = parse_device(args.device)
+    _check_before_loading(args, top_ks, batch_sizes)
     t0 = time.perf_counter()
     loaded = load_model(args.model, device=device, dtype=parse_dtype(args.dtype), on_start=lambda msg: say(msg + " ..."))
     say(f"loaded in {time.perf_counter() - t0:.1f} s")
@@ -131,7 +147,7 @@ def run_bench(args: argparse.Namespace) -> int:
         result = bench(loaded.model, ids, top_ks=top_ks, batch_sizes=batch_sizes, repeats=args.repeats,
                        warmup=args.warmup, max_new_tokens=args.max_new_tokens,
                        pad_token_id=loaded.tokenizer.pad_token_id, name=name, on_generate=step)
-    result = dataclasses.replace(result, notes=tuple(loaded.notes))
+    result = dataclasses.replace(result, notes=(*notice, *loaded.notes))
     print(render(result, **report_options(args)), file=sys.stderr if args.json == "-" else sys.stdout)
     write_json("--json", args.json, result.to_dict())
     write_csv(args.csv, result)

@@ -225,7 +225,7 @@ def _check_inputs(flag: str, path: str, target: Path, inputs: Iterable[str | os.
         folder = _input_folder(source)
         if target == source or (folder is not None and _inside(target, folder)) or (
                 target.exists() and os.path.samefile(target, source)):
-            raise InvalidArgumentError(f"{flag} {path}: would overwrite the input {given}; write the JSON somewhere else")
+            raise InvalidArgumentError(f"{flag} {path}: would overwrite the input {given}; write it somewhere else")
 
 
 def check_output(flag: str, path: str | None, inputs: Iterable[str | os.PathLike[str] | None] = ()) -> None:

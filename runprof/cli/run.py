@@ -105,23 +105,41 @@ def _check_top_k(config: Any, k: int | None) -> None:
         raise InvalidArgumentError(f"--top-k {k} is out of range: this model has {n} experts per layer (1..{n})")
 
 
+def _check_cache_fits(config: Any, shape: tuple[int, int], new: int, device: Any) -> None:
+    """Refuse, before loading, a batch whose KV cache alone (config estimate, 2 bytes per value: the least any
+    dtype runprof loads needs) would not fit in the device's memory."""
+    from ..memory.kv import kv_estimate
+    from ..models.checks import available_bytes
+
+    rows, length = int(shape[0]), int(shape[1])
+    need = kv_estimate(config, length + new, 2, rows).value
+    have = available_bytes(device)
+    if need is not None and have is not None and need > have:
+        raise InvalidArgumentError(
+            f"{rows:,} rows of {length + new} positions need a KV cache of {need:.2e} bytes, more than the "
+            f"{have:.2e} bytes available on {device}; give fewer prompts (--lines), a smaller --batch-size or "
+            "fewer --max-new-tokens")
+
+
 def run_run(args: argparse.Namespace) -> int:
     """The ``run`` command (see :func:`add_run`)."""
     from ..models.loading import parse_device
 
     _check_args(args)
     set_threads(args.threads)
-    prompts = prompts_from_args(args, say)
+    notice: list[str] = []  # said with the report's notes, once the run has gone through
+    prompts = prompts_from_args(args, notice.append)
     device = parse_device(args.device)
     if not args.distributed:
-        return _run(args, prompts, device)
+        return _run(args, prompts, device, notice=notice)
     from .distributed import process_group_from_env, split_prompts
 
     with process_group_from_env(device) as (device, rank, world):
-        return _run(args, split_prompts(prompts, rank, world), device, rank=rank)
+        return _run(args, split_prompts(prompts, rank, world), device, rank=rank, notice=notice)
 
 
-def _run(args: argparse.Namespace, prompts: list[str], device: Any, *, rank: int = 0) -> int:
+def _run(args: argparse.Namespace, prompts: list[str], device: Any, *, rank: int = 0,
+         notice: list[str] = ()) -> int:
     """Load, generate under ``track`` and report; under ``--distributed`` only rank 0 prints or writes."""
     import torch
 
@@ -142,9 +160,10 @@ def _run(args: argparse.Namespace, prompts: list[str], device: Any, *, rank: int
 
         loaded = load_model(prep, device=device, dtype=parse_dtype(args.dtype), on_start=start)
     model, tok = loaded.model, loaded.tokenizer
+    _check_cache_fits(prep.config, inputs["input_ids"].shape, args.max_new_tokens, device)  # before generate
     inputs = {k: v.to(device) for k, v in inputs.items()}
     status(f"loaded in {time.perf_counter() - t0:.1f} s")
-    notes = list(loaded.notes)
+    notes = [*notice, *loaded.notes]
     if args.top_k is not None:
         notes.append(f"set_top_k({args.top_k}) changed {len(set_top_k(model, args.top_k))} attributes")
     if args.config_top_k is not None:

@@ -75,6 +75,8 @@ def set_top_k(model: nn.Module, k: int) -> TopKChange:
     >>> m.model.layers[0].mlp.gate.top_k, m.config.num_experts_per_tok
     (2, 2)
     """
+    if not isinstance(model, nn.Module):
+        raise InvalidArgumentError(f"set_top_k takes a torch.nn.Module, not {type(model).__name__}")
     if isinstance(k, bool) or not isinstance(k, int):
         raise InvalidArgumentError(f"top-k must be an integer, got {k!r}")
     layers = find_moe_layers(model)

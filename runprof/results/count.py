@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol, Sequence
 
-from .common import Env, ModelInfo, check_header, fill_env, header, restore_env
+from .common import CONVENTIONS, Env, ModelInfo, check_header, fill_env, header, restore_env
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class ParamCounts:
         return cls(
             total=d["total"],
             by_group=dict(d["by_group"]),
-            active_per_token=dict(d["active_per_token"]),
+            active_per_token={c: d["active_per_token"][c] for c in CONVENTIONS},
             tied=tuple(tuple(p) for p in d["tied"]),
             by_layer_pattern=tuple(LayerPattern.from_dict(p) for p in d["by_layer_pattern"]),
             buffers=d["buffers"],

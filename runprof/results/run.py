@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from ..errors import InvalidArgumentError
-from .common import Env, Stat, fill_env, restore_env
+from .common import CONVENTIONS, Env, Stat, fill_env, restore_env
 from .count import ByteCounts, CountResult, ModelInfo, MoEInfo, ParamCounts
 from .counts import Observation, TokenCounts
 from .memory import MemoryLedger
@@ -108,14 +108,14 @@ class RuntimeInfo:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RuntimeInfo:
-        return cls(
-            tokens=dict(d["tokens"]),
-            active_params_per_token={
-                k: Stat.from_dict(v) for k, v in d["active_params_per_token_by_convention"].items()},
-            active_params_per_token_by_phase={
-                k: Stat.from_dict(v) for k, v in d["active_params_per_token_by_phase"].items()},
+        conv, phase, k = (d["active_params_per_token_by_convention"], d["active_params_per_token_by_phase"],
+                          d["top_k"])
+        return cls(  # every key the renderers read, read here: a missing one is a KeyError naming it
+            tokens={p: d["tokens"][p] for p in PHASES},
+            active_params_per_token={c: Stat.from_dict(conv[c]) for c in CONVENTIONS},
+            active_params_per_token_by_phase={p: Stat.from_dict(phase[p]) for p in PHASES},
             experts_per_token=Stat.from_dict(d["experts_per_token"]),
-            top_k=dict(d["top_k"]),
+            top_k={x: k[x] for x in ("config", "router", "measured")},
             expert_load=tuple(tuple(r) for r in d["expert_load"]),
             params_touched=d["params_touched"],
             steps=tuple(StepRecord.from_dict(s) for s in d["steps"]),
@@ -199,7 +199,7 @@ class TrackResult:
             runtime=RuntimeInfo.from_dict(d["runtime"]),
             reconcile=tuple(ReconcileRow.from_dict(r) for r in d["reconcile"]),
             memory=None if d.get("memory") is None else MemoryLedger.from_dict(d["memory"]),
-            extra=dict(d.get("extra") or {}),
+            extra=_extra(d.get("extra")),
             tokens=None if d.get("tokens") is None else TokenView.from_dict(d["tokens"]),
         ), d)
 
@@ -249,6 +249,15 @@ class TrackResult:
         """This result's static counts with another runtime (reconcile recomputed, no memory ledger)."""
         return TrackResult(static=self.static, runtime=runtime, reconcile=reconcile(self.static, runtime),
                            memory=None, extra=extra)
+
+
+def _extra(extra: Any) -> dict[str, Any]:
+    """A saved run's ``extra``, with the parts the report reads checked (notes: a list of strings)."""
+    extra = dict(extra or {})
+    notes = extra.get("notes", [])
+    if not isinstance(notes, list) or not all(isinstance(x, str) for x in notes):
+        raise InvalidArgumentError("extra.notes is not a list of strings")
+    return extra
 
 
 def _add_loads(loads: list[tuple[tuple[int, ...], ...]]) -> tuple[tuple[int, ...], ...]:

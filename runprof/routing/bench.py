@@ -136,30 +136,46 @@ class BenchResult:
         ), d)
 
 
+MAX_BATCH_ROWS = 1 << 16
+"""The most rows a bench cell may run (its rows are rotations of one prompt)."""
+
+
+def check_plan(top_ks: Sequence[int] | None, batch_sizes: Sequence[int], repeats: int, warmup: int,
+               max_new_tokens: int, num_experts: int | None = None) -> None:
+    """Validate a bench plan without a model (``num_experts``: the top-k bound, when known)."""
+    e = num_experts
+    for param, values, low, high in (("top_ks", top_ks, 1, e), ("batch_sizes", batch_sizes, 1, MAX_BATCH_ROWS)):
+        if values is None:
+            continue
+        if not values:
+            raise InvalidArgumentError.bad(param, list(values), "give at least one value")
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, int) or v < low or (high is not None and v > high):
+                rng = (f"{low}..{high} (this model has {e} experts per layer)" if param == "top_ks" else
+                       f"{low}..{high}") if high else f"at least {low}"
+                raise InvalidArgumentError.bad(param, v, f"expected an integer {rng}")
+        if len(set(values)) != len(values):
+            raise InvalidArgumentError.bad(param, list(values), "a value is repeated")
+    for param, value, low in (("repeats", repeats, 1), ("warmup", warmup, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 10_000:
+            raise InvalidArgumentError.bad(param, value, f"expected an integer {low}..10,000")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 2:
+        raise InvalidArgumentError.bad("max_new_tokens", max_new_tokens, "expected at least 2 (one prefill, one decode)")
+
+
+def not_moe(name: str) -> UnsupportedModelError:
+    return UnsupportedModelError(f"{name} is not a mixture-of-experts model: bench compares top-k values; a dense "
+                                 "model has one: track a plain run of it instead")
+
+
 def check_bench_args(model: nn.Module, top_ks: Sequence[int], batch_sizes: Sequence[int], repeats: int,
                      warmup: int, max_new_tokens: int, name: str | None = None) -> int:
     """Validate the bench plan against the model; return the number of experts per layer (the smallest)."""
     layers = find_moe_layers(model)
     if not layers:
-        raise UnsupportedModelError(
-            f"{name or type(model).__name__} ({type(model).__name__}) is not a mixture-of-experts model: bench "
-            "compares top-k values; a dense model has one: track a plain run of it instead")
+        raise not_moe(f"{name or type(model).__name__} ({type(model).__name__})")
     e = min(layer.num_experts for layer in layers)
-    for param, values, low, high in (("top_ks", top_ks, 1, e), ("batch_sizes", batch_sizes, 1, None)):
-        if not values:
-            raise InvalidArgumentError.bad(param, list(values), "give at least one value")
-        for v in values:
-            if isinstance(v, bool) or not isinstance(v, int) or v < low or (high is not None and v > high):
-                rng = f"{low}..{high} (this model has {e} experts per layer)" if high else f"at least {low}"
-                raise InvalidArgumentError.bad(param, v, f"expected an integer {rng}")
-        if len(set(values)) != len(values):
-            raise InvalidArgumentError.bad(param, list(values), "a value is repeated")
-    if repeats < 1:
-        raise InvalidArgumentError.bad("repeats", repeats, "expected at least 1 timed run")
-    if warmup < 0:
-        raise InvalidArgumentError.bad("warmup", warmup, "expected 0 or more warm-up runs")
-    if max_new_tokens < 2:
-        raise InvalidArgumentError.bad("max_new_tokens", max_new_tokens, "expected at least 2 (one prefill, one decode)")
+    check_plan(top_ks, batch_sizes, repeats, warmup, max_new_tokens, e)
     return e
 
 
@@ -267,4 +283,4 @@ def _bench_cell(w: Any, model: nn.Module, ids: torch.Tensor, k: int, repeats: in
     )
 
 
-__all__ = ["BenchResult", "BenchRun", "batch_rows", "bench", "check_bench_args"]
+__all__ = ["BenchResult", "BenchRun", "batch_rows", "bench", "check_bench_args", "check_plan"]

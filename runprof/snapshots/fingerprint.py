@@ -221,6 +221,10 @@ def as_source(obj: object, *, what: str = "argument") -> Source:
     if isinstance(obj, torch.nn.Module):
         return MemorySource(obj.state_dict(), label=_label(obj))
     if isinstance(obj, Mapping):
+        bad = next(((k, v) for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)), None)
+        if bad is not None:
+            raise InvalidArgumentError(
+                f"{what}: a state_dict maps names to tensors; {bad[0]!r} maps to a {type(bad[1]).__name__}")
         return MemorySource(obj, label=_label(obj))
     if isinstance(obj, (str, os.PathLike)):
         from .checkpoints import open_checkpoint
