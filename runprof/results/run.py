@@ -8,6 +8,7 @@ from ..errors import InvalidArgumentError
 from .common import Stat
 from .count import ByteCounts, CountResult, ModelInfo, MoEInfo, ParamCounts
 from .counts import Observation, TokenCounts
+from .flops import FlopsInfo, UtilizationInfo
 from .memory import MemoryLedger
 from .perf import LatencyInfo
 from .reconcile import ReconcileRow, reconcile
@@ -15,7 +16,7 @@ from .tokens import TokenView
 
 PHASES: tuple[str, ...] = ("prefill", "decode", "train")
 
-RANK_LOCAL: tuple[str, ...] = ("steps", "memory", "placement", "weights_diff", "latency")
+RANK_LOCAL: tuple[str, ...] = ("steps", "memory", "placement", "weights_diff", "latency", "flops", "utilization")
 """What results of several ranks do not merge: each rank's own result keeps it."""
 
 
@@ -65,6 +66,8 @@ class RuntimeInfo:
     observation: Observation = field(default_factory=Observation)
     expert_load_computed: tuple[tuple[int, ...], ...] = ()  # [layer][expert] over every row computed
     latency: LatencyInfo | None = None  # per forward call; rank-local (None in merged results)
+    flops: FlopsInfo | None = None  # FLOPs of the run (None: not measured); rank-local (None in merged results)
+    utilization: UtilizationInfo | None = None  # FLOP/s, MFU, bytes moved vs the device's peaks; rank-local
 
     def stats(self) -> list[Stat]:
         """Every statistic, in a fixed order (conventions, phases, experts per token): what merges pack."""
@@ -99,6 +102,8 @@ class RuntimeInfo:
             "observation": self.observation.to_dict(),
             "expert_load_computed": [list(r) for r in self.expert_load_computed],
             "latency": None if self.latency is None else self.latency.to_dict(),
+            "flops": None if self.flops is None else self.flops.to_dict(),
+            "utilization": None if self.utilization is None else self.utilization.to_dict(),
         }
 
     @classmethod
@@ -122,6 +127,8 @@ class RuntimeInfo:
             observation=Observation.from_dict(d["observation"]),
             expert_load_computed=tuple(tuple(r) for r in d["expert_load_computed"]),
             latency=None if d.get("latency") is None else LatencyInfo.from_dict(d["latency"]),
+            flops=None if d.get("flops") is None else FlopsInfo.from_dict(d["flops"]),
+            utilization=None if d.get("utilization") is None else UtilizationInfo.from_dict(d["utilization"]),
         )
 
 
@@ -217,6 +224,7 @@ class TrackResult:
             counts=None if any(c is None for c in counts) else sum(counts[1:], counts[0]),
             observation=combined_observation([rt.observation for rt in rts]),
             expert_load_computed=_add_loads([rt.expert_load_computed for rt in rts]),
+            flops=_add_flops([rt.flops for rt in rts], parallel),
             **first.runtime.with_stats(stats),
         )
         return first.with_runtime(runtime, extra=combined_extra(results))
@@ -231,6 +239,14 @@ def _add_loads(loads: list[tuple[tuple[int, ...], ...]]) -> tuple[tuple[int, ...
     if any(len(x) != len(loads[0]) for x in loads):  # a run without routing capture has no loads
         return ()
     return tuple(tuple(sum(col) for col in zip(*layer)) for layer in zip(*loads))
+
+
+def _add_flops(flops: list[FlopsInfo | None], parallel: bool) -> FlopsInfo | None:
+    """The FLOPs of sequential runs: exact sums where every run has them. Parallel ones (ranks): None, as
+    ``merge_across_ranks`` leaves them (rank-local, like latency), so that merge and combine stay one function."""
+    if parallel or any(f is None for f in flops):
+        return None
+    return sum(flops[1:], flops[0])
 
 
 def combined_observation(obs: list[Observation]) -> Observation:
