@@ -164,9 +164,10 @@ def summarize(static: CountResult, cap: Capture, collector: StepCollector, *, ro
     by_conv = {conv: everything.shifted(convention_offset(conv, p.by_group, p.lm_head_tied)) if ok else Stat()
                for conv in CONVENTIONS}
     by_phase = {ph: _stat(c.stats[i]) if ok else Stat() for i, ph in enumerate(PHASES)}
-    loads = tuple(tuple(int(x) for x in c.load[:, i, :layer.num_experts].sum(0)) for i, layer in enumerate(layers))
+    captured = layers if routing else ()  # routing=False: the counters hold no layer
+    loads = tuple(tuple(int(x) for x in c.load[:, i, :layer.num_experts].sum(0)) for i, layer in enumerate(captured))
     loads_all = tuple(tuple(int(x) for x in c.load_all[:, i, :layer.num_experts].sum(0))
-                      for i, layer in enumerate(layers))
+                      for i, layer in enumerate(captured))
     kseen = [k for k in c.kseen if k]
     recomputed = sum(cap.checks.recomputed)
     if recomputed:
