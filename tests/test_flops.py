@@ -298,3 +298,38 @@ def test_golden_perf_section():
     untimed = dataclasses.replace(t.result.runtime, flops=None, utilization=None, latency=None)
     text = render_perf(dataclasses.replace(t.result, runtime=untimed))
     assert "FLOPs: not measured" in text and "no forward call was timed" in text
+
+
+# --- the roofline figure -------------------------------------------------------------------------------------
+def test_roofline_figure(tmp_path):
+    pytest.importorskip("matplotlib")
+    from types import SimpleNamespace
+
+    from runprof.renderers.plots import (
+        bench_roofline,
+        overlapping_tick_labels,
+        roofline_figure,
+        roofline_points,
+        save_figure,
+    )
+
+    model = tiny_model("mixtral")
+    ids, mask = _ids()
+    runs = []
+    for b in (1, 2):
+        u = _run(model, ids[:b], mask[:b], peak_flops=1e11, peak_bandwidth=2e10).runtime.utilization
+        runs.append(SimpleNamespace(top_k=2, batch_size=b, utilization=u))
+    points = roofline_points([(f"b={r.batch_size}", r.utilization) for r in runs])
+    assert [(p[0], p[1]) for p in points] == [("b=1", "prefill"), ("b=1", "decode"), ("b=2", "prefill"),
+                                              ("b=2", "decode")]
+    assert all(p[2] == r.utilization.intensity[p[1]] for p, r in zip(points, [runs[0]] * 2 + [runs[1]] * 2))
+    fake = SimpleNamespace(runs=runs, model=SimpleNamespace(name="tiny", device="cpu"))
+    fig = bench_roofline(fake, dpi=50)
+    ax = fig.axes[0]
+    roof = ax.lines[0]  # bandwidth roof up to the ridge at 1e11 / 2e10 = 5 FLOP/B, then flat
+    assert list(roof.get_ydata())[1:] == [1e11, 1e11] and list(roof.get_xdata())[1] == 5.0
+    assert len(ax.lines) == 2 + 4 and not overlapping_tick_labels(fig)  # roofs, ridge, 4 points
+    assert save_figure(fig, tmp_path / "roofline.png", "png", 50).stat().st_size > 0
+    bare = roofline_figure(points, peak_flops_per_s=None, peak_bytes_per_s=None, title="t", dpi=50)
+    assert len(bare.axes[0].lines) == 4  # points only, no roofs
+    assert bench_roofline(SimpleNamespace(runs=[SimpleNamespace(top_k=1, batch_size=1)], model=fake.model)) is None
