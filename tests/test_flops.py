@@ -333,3 +333,24 @@ def test_roofline_figure(tmp_path):
     bare = roofline_figure(points, peak_flops_per_s=None, peak_bytes_per_s=None, title="t", dpi=50)
     assert len(bare.axes[0].lines) == 4  # points only, no roofs
     assert bench_roofline(SimpleNamespace(runs=[SimpleNamespace(top_k=1, batch_size=1)], model=fake.model)) is None
+
+
+# --- the GPU script, proved on the CPU -----------------------------------------------------------------------
+def test_flops_gpu_dry_run(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    capture = (root / "runprof" / "tracking" / "capture.py").read_text()
+    if "chunk = self.chunk  # a flush started a new chunk" not in capture:
+        pytest.skip("needs the capture fix of main (a step that begins a new chunk filed in the flushed one)")
+    done = subprocess.run([sys.executable, str(root / "benchmarks" / "flops_gpu.py"), "--out", str(tmp_path),
+                           "--dry-run", "--quick"], capture_output=True, text=True, timeout=300)
+    lines = [x for x in done.stdout.splitlines() if x.split(" ")[0] in ("PASS", "FAIL", "SKIP")]
+    assert done.returncode == 0 and len(lines) == 3 and all(x.startswith("PASS") for x in lines), done.stdout
+    data = json.loads((tmp_path / "flops_gpu.json").read_text())
+    assert data["dry_run"] and [c["name"] for c in data["checks"]] == ["flops.exact", "flops.shipped",
+                                                                       "flops.mixtral_8x7b"]
+    shipped = data["checks"][1]["data"]["batch8"]
+    assert shipped["flops"]["total"] > 0 and shipped["utilization"]["decode_bytes_per_step"]["count"] == 15
