@@ -3,10 +3,10 @@ memory bandwidth, from NVIDIA's datasheets. ``track(peak_flops=..., peak_bandwid
 device not listed (a CPU) has none.
 
 >>> p = lookup("NVIDIA H100 80GB HBM3", "bfloat16")
->>> p.entry, p.flops_per_s, p.bytes_per_s
-('H100 SXM', 9.894e+14, 3350000000000.0)
->>> lookup("NVIDIA GeForce RTX 4090", "float16").flops_per_s, lookup("cpu", "float32") is None
-(1.652e+14, True)
+>>> p.entry, p.flops_per_s / 1e12, p.bytes_per_s / 1e12
+('H100 SXM', 989.4, 3.35)
+>>> lookup("NVIDIA GeForce RTX 4090", "float16").flops_per_s / 1e12, lookup("cpu", "float32") is None
+(165.2, True)
 """
 from __future__ import annotations
 

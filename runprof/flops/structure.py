@@ -181,8 +181,8 @@ def analyze(model: nn.Module, layers: list[MoELayer]) -> ModelFlops:
     ...     m = AutoModelForCausalLM.from_config(LlamaConfig(hidden_size=64, intermediate_size=128,
     ...         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, vocab_size=100))
     >>> f = analyze(m, [])
-    >>> sum(w.flops_per_row for w in f.weights if w.rows == "rows")  # 2 layers x 2 x (q 4096 + k,v 2 x 2048 + o 4096 + mlp 3 x 8192)
-    131072
+    >>> sum(w.flops_per_row for w in f.weights if w.rows == "rows")  # 2 layers x 2 x (q, o 2 x 4096 + k, v 2 x 2048 + mlp 3 x 8192)
+    147456
     >>> f.cores[0].flops_per_pair, f.cores[0].kv_bytes_per_position  # 2 x 4 heads x (16 + 16); (32 + 32) x 4 B
     (256, 256)
     """
