@@ -67,7 +67,9 @@ class RuntimeInfo:
     expert_load_computed: tuple[tuple[int, ...], ...] = ()  # [layer][expert] over every row computed
     latency: LatencyInfo | None = None  # per forward call; rank-local (None in merged results)
     flops: FlopsInfo | None = None  # FLOPs of the run (None: not measured); rank-local (None in merged results)
-    utilization: UtilizationInfo | None = None  # FLOP/s, MFU, bytes moved vs the device's peaks; rank-local
+    # FLOP/s, MFU, bytes moved vs the device's peaks; rank-local. Derived from flops, steps and latency (timings):
+    # left out of equality, so runtimes that measured the same compare equal whatever their clocks said
+    utilization: UtilizationInfo | None = field(default=None, compare=False)
 
     def stats(self) -> list[Stat]:
         """Every statistic, in a fixed order (conventions, phases, experts per token): what merges pack."""
