@@ -118,6 +118,9 @@ _SENTENCES: dict[Cause, Callable[[Mapping[str, Any]], str]] = {
     Cause.UNKNOWN_INPUT: lambda d: f"{d.get('what')} unknown",
     Cause.DEVICE_UNKNOWN: _device_unknown,
     Cause.SUM_OVER_DEVICES: lambda d: "Σ over " + ", ".join(d.get("devices", ())),
+    Cause.PEAK_UNKNOWN: lambda d: "no published peak for this device and dtype (a CPU, or a GPU not in runprof's "
+                                  "table): pass track(peak_flops=..., peak_bandwidth=...)",
+    Cause.NOT_TIMED: lambda d: "some forward calls were not timed (per-step records truncated): no rates",
 }
 
 

@@ -19,6 +19,7 @@ DPI = 100
 FORMATS = ("png", "svg", "pdf")
 PANEL_IN = (4.0, 3.2)  # one panel per top-k, up to 32 experts and 16 layers: width, height in inches
 THROUGHPUT_IN = (10.0, 3.6)
+ROOFLINE_IN = (7.0, 4.2)
 NAMES = ("expert_load", "repeat_rates", "throughput")
 FILES = tuple(f"{name}.png" for name in NAMES)
 CELL_NUMBERS_MAX = 16  # experts (and layers) up to which each heatmap cell shows its share
@@ -225,8 +226,61 @@ def throughput_figure(result: BenchResult, *, dpi: int = DPI) -> Any:
     return thin_ticks(fig)
 
 
+def roofline_points(labelled: Sequence[tuple[str, Any]]) -> list[tuple[str, str, float, float]]:
+    """(label, phase, FLOPs per byte, FLOP/s) of every prefill and decode whose rates were measured, from
+    ``(label, UtilizationInfo)`` pairs (a run's ``runtime.utilization``)."""
+    return [(label, ph, u.intensity[ph], u.flops_per_s[ph]) for label, u in labelled if u is not None
+            for ph in ("prefill", "decode") if u.intensity.get(ph) and u.flops_per_s.get(ph)]
+
+
+def roofline_figure(points: Sequence[tuple[str, str, float, float]], *, peak_flops_per_s: float | None,
+                    peak_bytes_per_s: float | None, title: str, dpi: int = DPI) -> Any:
+    """Achieved FLOP/s against arithmetic intensity (FLOPs per byte moved), log-log, one marker per point
+    (circle: prefill, square: decode); the bandwidth roof (peak B/s x intensity) and the compute roof (peak
+    FLOP/s) drawn when the device's peaks are known, their ridge where they meet."""
+    fig = new_figure(*ROOFLINE_IN, dpi=dpi)
+    ax = fig.subplots()
+    xs = [p[2] for p in points] or [1.0]
+    lo, hi = min(xs) / 4, max(xs) * 4
+    if peak_bytes_per_s and peak_flops_per_s:
+        ridge = peak_flops_per_s / peak_bytes_per_s
+        lo, hi = min(lo, ridge / 4), max(hi, ridge * 4)
+        ax.plot([lo, ridge, hi], [peak_bytes_per_s * lo, peak_flops_per_s, peak_flops_per_s], "k-", lw=1,
+                label=f"roofs: {peak_flops_per_s / 1e12:.4g} TFLOP/s, {peak_bytes_per_s / 1e12:.3g} TB/s")
+        ax.axvline(ridge, color="0.6", ls=":", lw=1)
+    for i, (label, phase, x, y) in enumerate(points):
+        ax.plot([x], [y], "o" if phase == "prefill" else "s", color=f"C{i // 2 % 10}", label=f"{phase} {label}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(lo, hi)
+    ax.set_xlabel("arithmetic intensity (FLOPs per byte moved)", fontsize=8)
+    ax.set_ylabel("achieved FLOP/s", fontsize=8)
+    ax.tick_params(labelsize=7)
+    if len(points) > 8:
+        fig.legend(fontsize=6, loc="outside right upper")
+    else:
+        ax.legend(fontsize=6)
+    if not (peak_bytes_per_s and peak_flops_per_s):
+        ax.set_title("no roofs: the device's peaks are unknown (track(peak_flops=..., peak_bandwidth=...))",
+                     fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def bench_roofline(result: BenchResult, *, dpi: int = DPI) -> Any | None:
+    """The roofline of a bench whose runs carry their ``utilization`` (None when none does)."""
+    labelled = [(f"k={run.top_k} b={run.batch_size}", getattr(run, "utilization", None)) for run in result.runs]
+    points = roofline_points(labelled)
+    if not points:
+        return None
+    u = next(u for _, u in labelled if u is not None)
+    return roofline_figure(points, peak_flops_per_s=u.peak_flops_per_s, peak_bytes_per_s=u.peak_bytes_per_s,
+                           title=f"{short_name(result.model.name)} on {u.device_name or result.model.device}: "
+                                 "roofline", dpi=dpi)
+
+
 def bench_figures(result: BenchResult, *, dpi: int = DPI) -> dict[str, Any]:
-    """The three figures of a bench, by name (:data:`NAMES`)."""
+    """The figures of a bench, by name (:data:`NAMES`, and ``roofline`` when its runs carry utilization)."""
     runs, name = _per_k(result), short_name(result.model.name)
     load = [(f"top-k = {run.top_k}, batch {run.batch_size}", [layer.load_share for layer in run.routing.layers])
             for run in runs]
@@ -234,7 +288,8 @@ def bench_figures(result: BenchResult, *, dpi: int = DPI) -> dict[str, Any]:
     return {"expert_load": load_heatmap(load, f"{name}: expert load per layer", dpi=dpi),
             "repeat_rates": repeat_bars(repeats, f"{name}: consecutive-token expert repeats vs random routing",
                                         dpi=dpi),
-            "throughput": throughput_figure(result, dpi=dpi)}
+            "throughput": throughput_figure(result, dpi=dpi),
+            **({"roofline": roof} if (roof := bench_roofline(result, dpi=dpi)) is not None else {})}
 
 
 def tick_step(n: int, most: int) -> int:
@@ -318,7 +373,8 @@ def figure_svg(fig: Any) -> str:
 
 
 def plot_bench(result: BenchResult, directory: str | Path, *, fmt: str = "png", dpi: int = DPI) -> list[Path]:
-    """Write the three figures (:data:`NAMES`, as ``fmt`` files at ``dpi``) into ``directory``; return their paths.
+    """Write the figures (:data:`NAMES`, and the roofline when the runs carry utilization; ``fmt`` files at ``dpi``)
+    into ``directory``; return their paths.
 
     >>> plot_bench.__name__
     'plot_bench'
@@ -328,7 +384,8 @@ def plot_bench(result: BenchResult, directory: str | Path, *, fmt: str = "png", 
     return [save_figure(fig, d / f"{name}.{fmt}", fmt, dpi) for name, fig in bench_figures(result, dpi=dpi).items()]
 
 
-__all__ = ["DPI", "FILES", "FORMATS", "NAMES", "bench_figures", "check_plot_args", "figure_size_px", "figure_svg",
+__all__ = ["DPI", "FILES", "FORMATS", "NAMES", "bench_figures", "bench_roofline", "roofline_figure",
+           "roofline_points", "check_plot_args", "figure_size_px", "figure_svg",
            "load_heatmap", "new_figure", "overlapping_tick_labels", "panel_size_in", "plot_bench", "repeat_bars",
            "require_matplotlib", "save_figure", "short_name", "thin_ticks", "throughput_figure",
            "throughput_warning"]

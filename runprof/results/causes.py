@@ -52,6 +52,9 @@ class Cause(str, Enum):
     UNKNOWN_INPUT = "unknown_input"  # a difference whose other term is unknown; detail: what
     DEVICE_UNKNOWN = "device_unknown"  # a total whose device figure is null; detail: device, cause
     SUM_OVER_DEVICES = "sum_over_devices"  # detail: devices
+    # FLOPs and utilization
+    PEAK_UNKNOWN = "peak_unknown"  # no published peak for this device and dtype, none given
+    NOT_TIMED = "not_timed"  # some forward calls were not timed: no rates
 
 
 def cause_to_json(cause: Cause | None, detail: Mapping[str, Any]) -> dict[str, Any]:

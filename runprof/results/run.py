@@ -8,6 +8,7 @@ from ..errors import InvalidArgumentError
 from .common import CONVENTIONS, Env, Stat, fill_env, restore_env
 from .count import ByteCounts, CountResult, ModelInfo, MoEInfo, ParamCounts
 from .counts import Observation, TokenCounts
+from .flops import FlopsInfo, UtilizationInfo
 from .memory import MemoryLedger
 from .perf import LatencyInfo
 from .reconcile import ReconcileRow, reconcile
@@ -15,7 +16,7 @@ from .tokens import TokenView
 
 PHASES: tuple[str, ...] = ("prefill", "decode", "train")
 
-RANK_LOCAL: tuple[str, ...] = ("steps", "memory", "placement", "weights_diff", "latency")
+RANK_LOCAL: tuple[str, ...] = ("steps", "memory", "placement", "weights_diff", "latency", "flops", "utilization")
 """What results of several ranks do not merge: each rank's own result keeps it."""
 
 
@@ -67,6 +68,10 @@ class RuntimeInfo:
     latency: LatencyInfo | None = None  # per forward call; rank-local (None in merged results)
     coactivation: tuple | None = None  # track(coactivation=True): [layer][a][b] real tokens that chose a and b
     router_weight_sums: tuple | None = None  # track(weights=True): [layer][expert] Σ router weight, real tokens
+    flops: FlopsInfo | None = None  # FLOPs of the run (None: not measured); rank-local (None in merged results)
+    # FLOP/s, MFU, bytes moved vs the device's peaks; rank-local. Derived from flops, steps and latency (timings):
+    # left out of equality, so runtimes that measured the same compare equal whatever their clocks said
+    utilization: UtilizationInfo | None = field(default=None, compare=False)
 
     def stats(self) -> list[Stat]:
         """Every statistic, in a fixed order (conventions, phases, experts per token): what merges pack."""
@@ -104,6 +109,8 @@ class RuntimeInfo:
             "coactivation": None if self.coactivation is None else [[list(r) for r in m] for m in self.coactivation],
             "router_weight_sums": None if self.router_weight_sums is None else [list(r) for r in
                                                                                  self.router_weight_sums],
+            "flops": None if self.flops is None else self.flops.to_dict(),
+            "utilization": None if self.utilization is None else self.utilization.to_dict(),
         }
 
     @classmethod
@@ -131,6 +138,8 @@ class RuntimeInfo:
                 tuple(tuple(r) for r in m) for m in d["coactivation"]),
             router_weight_sums=None if d.get("router_weight_sums") is None else tuple(
                 tuple(r) for r in d["router_weight_sums"]),
+            flops=None if d.get("flops") is None else FlopsInfo.from_dict(d["flops"]),
+            utilization=None if d.get("utilization") is None else UtilizationInfo.from_dict(d["utilization"]),
         )
 
 
@@ -241,6 +250,7 @@ class TrackResult:
             counts=None if any(c is None for c in counts) else sum(counts[1:], counts[0]),
             observation=combined_observation([rt.observation for rt in rts]),
             expert_load_computed=_add_loads([rt.expert_load_computed for rt in rts]),
+            flops=_add_flops([rt.flops for rt in rts], parallel),
             **first.runtime.with_stats(stats),
         )
         return first.with_runtime(runtime, extra=combined_extra(results))
@@ -264,6 +274,14 @@ def _add_loads(loads: list[tuple[tuple[int, ...], ...]]) -> tuple[tuple[int, ...
     if any(len(x) != len(loads[0]) for x in loads):  # a run without routing capture has no loads
         return ()
     return tuple(tuple(sum(col) for col in zip(*layer)) for layer in zip(*loads))
+
+
+def _add_flops(flops: list[FlopsInfo | None], parallel: bool) -> FlopsInfo | None:
+    """The FLOPs of sequential runs: exact sums where every run has them. Parallel ones (ranks): None, as
+    ``merge_across_ranks`` leaves them (rank-local, like latency), so that merge and combine stay one function."""
+    if parallel or any(f is None for f in flops):
+        return None
+    return sum(flops[1:], flops[0])
 
 
 def combined_observation(obs: list[Observation]) -> Observation:

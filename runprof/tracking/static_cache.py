@@ -7,16 +7,20 @@ config's k. The cache holds models weakly (an entry goes with its model) and nev
 """
 from __future__ import annotations
 
+import logging
 import weakref
 from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
+from ..flops import ModelFlops, analyze
 from ..moe.discovery import check_readable, config_top_k, find_moe_layers
 from ..moe.layer import MoELayer
 from ..results import CountResult
 from ..static import count_model
+
+log = logging.getLogger("runprof")
 
 
 @dataclass
@@ -29,6 +33,7 @@ class ModelFacts:
     resident: dict[str, tuple[int, int]]  # parameter and buffer bytes per device (the memory ledger's)
     with_params: list[tuple[str, nn.Module]]  # modules that hold parameters (the module collector's)
     placement: dict[str, int] | None
+    flops: ModelFlops | None = None  # FLOPs per row / assignment / attention pair (None: the analysis failed)
 
 
 _FACTS: weakref.WeakKeyDictionary[nn.Module, ModelFacts] = weakref.WeakKeyDictionary()
@@ -84,9 +89,17 @@ def facts(model: nn.Module, name: str) -> ModelFacts:
         modules=modules, signature=fast_signature(modules), top_ks=_top_ks(model, layers), layers=layers, static=count_model(model, layers, name=name),
         resident=bytes_by_device(model),
         with_params=[(n, m) for n, m in model.named_modules() if any(True for _ in m.parameters(recurse=False))],
-        placement=placement(model))
+        placement=placement(model), flops=_flops(model, layers))
     _FACTS[model] = found
     return found
+
+
+def _flops(model: nn.Module, layers: list[MoELayer]) -> ModelFlops | None:
+    try:
+        return analyze(model, layers)
+    except Exception as e:  # noqa: BLE001 - an unreadable structure costs the FLOPs figures, never the run
+        log.warning("runprof: FLOPs of %s not counted (%s: %s)", type(model).__name__, type(e).__name__, e)
+        return None
 
 
 def forget(model: Any) -> None:

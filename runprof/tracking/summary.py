@@ -9,9 +9,11 @@ Definitions (``docs/architecture.md``):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
+from ..flops import ModelFlops, count_flops, utilization
 from ..results import CONVENTIONS, Cause, CountResult, RuntimeInfo, Stat, StepRecord, convention_offset, touched_params
 from ..results.counts import Observation, TokenCounts
 from .capture import Capture
@@ -142,9 +144,23 @@ def _steps(static: CountResult, collector: StepCollector, c: Counters, ppe: list
     return tuple(out)
 
 
+def _perf(static: CountResult, cap: Capture, collector: StepCollector, c: Counters, model: ModelFlops | None,
+          measured: bool, steps: tuple[StepRecord, ...], lat: Any, peaks: tuple, unused: frozenset[str] | None
+          ) -> tuple[Any, Any]:
+    """The run's FLOPs and utilization (None, None without the model's FLOPs structure)."""
+    if model is None:
+        return None, None
+    flops = count_flops(model, collector.meta, n_steps=cap.n_steps, rows=dict(collector.rows),
+                        load_all=c.load_all if measured else None, kseen=c.kseen, unused=unused)
+    return flops, utilization(model, flops, collector.meta, steps, lat, device=cap.main, dtype=static.model.dtype,
+                              n_steps=cap.n_steps, peaks=peaks)
+
+
 def summarize(static: CountResult, cap: Capture, collector: StepCollector, *, routing: bool,
-              unused_modules: tuple[str, ...], wall_s: float, notes: tuple = ()) -> RuntimeInfo:
-    """Measured tokens, active params, experts per token, expert load and touched params of one run."""
+              unused_modules: tuple[str, ...], wall_s: float, notes: tuple = (), flops: ModelFlops | None = None,
+              peaks: tuple[float | None, float | None] = (None, None), ran: bool = False) -> RuntimeInfo:
+    """Measured tokens, active params, experts per token, expert load and touched params of one run; with the
+    model's ``flops`` structure, its FLOPs and utilization (``ran``: ``unused_modules`` was recorded)."""
     c = read(cap, collector)
     moe = static.moe
     layers = tuple(x for x in moe.layers if x.name in cap.names) if moe and routing else (moe.layers if moe else ())
@@ -160,9 +176,10 @@ def summarize(static: CountResult, cap: Capture, collector: StepCollector, *, ro
     by_conv = {conv: everything.shifted(convention_offset(conv, p.by_group, p.lm_head_tied)) if whole else Stat()
                for conv in CONVENTIONS}
     by_phase = {ph: _stat(c.stats[i]) if whole else Stat() for i, ph in enumerate(PHASES)}
-    loads = tuple(tuple(int(x) for x in c.load[:, i, :layer.num_experts].sum(0)) for i, layer in enumerate(layers))
+    captured = layers if routing else ()  # routing=False: the counters hold no layer
+    loads = tuple(tuple(int(x) for x in c.load[:, i, :layer.num_experts].sum(0)) for i, layer in enumerate(captured))
     loads_all = tuple(tuple(int(x) for x in c.load_all[:, i, :layer.num_experts].sum(0))
-                      for i, layer in enumerate(layers))
+                      for i, layer in enumerate(captured))
     kseen = [k for k in c.kseen if k]
     recomputed = sum(cap.checks.recomputed)
     if recomputed:
@@ -171,6 +188,10 @@ def summarize(static: CountResult, cap: Capture, collector: StepCollector, *, ro
         compiled=cap.options.compiled, trace=cap.options.trace, steps=cap.n_steps, steps_kept=len(collector.meta),
         missed_layer_steps=c.missed if routing else 0, misaligned_layer_steps=c.misaligned if routing else 0,
         recomputed_calls=recomputed, notes=tuple(notes))
+    steps = _steps(static, collector, c, [layer.params_per_expert for layer in layers]) if whole else ()
+    lat = latency(collector.meta, {ph: int(c.tokens[i]) for i, ph in enumerate(PHASES)})
+    done, util = _perf(static, cap, collector, c, flops, whole, steps, lat, peaks,
+                       frozenset(unused_modules) if ran else None)
     return RuntimeInfo(
         tokens={ph: int(c.tokens[i]) for i, ph in enumerate(PHASES)},
         active_params_per_token=by_conv,
@@ -180,7 +201,7 @@ def summarize(static: CountResult, cap: Capture, collector: StepCollector, *, ro
                "measured": max(kseen) if kseen and routing else None},
         expert_load=loads if ok else (),
         params_touched=(touched_params(static, loads) if whole else None) if moe else p.total,
-        steps=_steps(static, collector, c, [layer.params_per_expert for layer in layers]) if whole else (),
+        steps=steps,
         unused_modules=unused_modules,
         moe_layer_names=tuple(layer.name for layer in layers),  # the layers captured
         forward_calls=cap.n_steps,
@@ -188,7 +209,9 @@ def summarize(static: CountResult, cap: Capture, collector: StepCollector, *, ro
         counts=_counts(collector, c),
         observation=observation,
         expert_load_computed=loads_all if ok else (),
-        latency=latency(collector.meta, {ph: int(c.tokens[i]) for i, ph in enumerate(PHASES)}),
+        latency=lat,
+        flops=done,
+        utilization=util,
         coactivation=None if c.coact is None or not ok else tuple(
             tuple(tuple(int(x) for x in row[:layer.num_experts]) for row in c.coact[i, :layer.num_experts])
             for i, layer in enumerate(layers)),

@@ -254,7 +254,8 @@ class Tracker:
         if self.modules and not self._compiled:
             unused = tuple(n for n in self._modules.handles if n not in self._modules.ran)
         runtime = summarize(self.static, self._cap, self._steps, routing=self.routing, unused_modules=unused,
-                            wall_s=wall, notes=tuple(self._notes()))
+                            wall_s=wall, notes=tuple(self._notes()), flops=self._facts.flops,
+                            peaks=(self.peak_flops, self.peak_bandwidth), ran=self.modules and not self._compiled)
         if self.trace_on:
             self._trace = build_trace(self._cap, self._steps)
         memory = None
