@@ -30,6 +30,26 @@ def steady_latency(lat: LatencyInfo | None) -> LatencyInfo | None:
         decode_tokens_per_s=None if lat.decode_tokens_per_s is None else 160.0)
 
 
+def steady_utilization(u, lat: LatencyInfo | None, flops):  # noqa: ANN001, ANN201 - UtilizationInfo | None
+    """Utilization with its rates recomputed from the pinned latency (the FLOPs and bytes moved are measured)."""
+    if u is None or lat is None:
+        return u
+    pinned = {"prefill": lat.prefill_forward_s.total, "decode": lat.decode_forward_s.total,
+              "train": lat.train_forward_s.total}
+    forward = {k: None if v is None else pinned[k] for k, v in u.forward_s.items()}
+    done = {k: None if flops is None else flops.by_phase.get(k) for k in u.flops_per_s}
+
+    def per_s(values: dict) -> dict:
+        return {k: None if values.get(k) is None or not forward.get(k) else values[k] / forward[k] for k in values}
+
+    fps, bps = per_s(done), per_s(u.bytes)
+    ratio = (lambda a, b: None if a is None or not b else a / b)  # noqa: E731
+    return dataclasses.replace(
+        u, forward_s=forward, flops_per_s=fps, bytes_per_s=bps,
+        mfu={k: ratio(v, u.peak_flops_per_s) for k, v in fps.items()},
+        bandwidth_utilization={k: ratio(v, u.peak_bytes_per_s) for k, v in bps.items()})
+
+
 def steady_run(r: TrackResult) -> TrackResult:
     """The run with its machine-dependent figures fixed: wall time, latency, process memory, env."""
     memory = r.memory
@@ -37,7 +57,9 @@ def steady_run(r: TrackResult) -> TrackResult:
         rows = tuple(dataclasses.replace(row, bytes=2**30) if row.name.startswith("process_rss") else row
                      for row in memory.rows)
         memory = dataclasses.replace(memory, rows=rows)
-    runtime = dataclasses.replace(r.runtime, wall_s=0.5, latency=steady_latency(r.runtime.latency))
+    latency = steady_latency(r.runtime.latency)
+    runtime = dataclasses.replace(r.runtime, wall_s=0.5, latency=latency,
+                                  utilization=steady_utilization(r.runtime.utilization, latency, r.runtime.flops))
     return dataclasses.replace(r, runtime=runtime, memory=memory, env=ENV)
 
 

@@ -1,46 +1,18 @@
 """The run report's newer detail sections: latency (and FLOPs), per-layer load statistics, per-step records."""
 from __future__ import annotations
 
-from typing import Any
-
 from ..results import TrackResult
 from ..results.frames import records
-from .format import n, rate, seconds, table, wrap
+from .flops_report import render_perf
+from .format import n, table, wrap
 
 MAX_STEP_ROWS = 40
 """Per-step rows shown (the first ones; ``--csv`` and ``to_dataframe("steps")`` have every kept step)."""
 
 
-def _perf_renderer() -> Any:
-    """``render_perf`` of the FLOPs report, where that renderer exists in this version."""
-    try:
-        from .flops_report import render_perf  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    return render_perf
-
-
 def render_latency(r: TrackResult, width: int | None = None) -> str:
-    """FLOPs and latency: the FLOPs report's section when runprof has one, else the latency table."""
-    perf = _perf_renderer()
-    if perf is not None and getattr(r.runtime, "flops", None) is not None:
-        return perf(r)
-    lat = r.runtime.latency
-    if lat is None:
-        return "\n".join(wrap("latency: not kept (a result merged across ranks or runs)", width))
-    rows = []
-    for label, t in (("time to first token", lat.ttft_s), ("prefill forward", lat.prefill_forward_s),
-                     ("decode forward", lat.decode_forward_s), ("decode step (forward + sampling)", lat.decode_step_s),
-                     ("training forward", lat.train_forward_s)):
-        if t.count:
-            rows.append([label, n(t.count), seconds(t.median), seconds(t.p90), seconds(t.min), seconds(t.max),
-                         seconds(t.total)])
-    text = table(rows, ["latency", "count", "median", "p90", "min", "max", "total"],
-                 ("left",) + ("right",) * 6, width=width, wrap_cols=(0,)) if rows else "latency: no forward call timed"
-    rates = [f"{what} {rate(x)} tokens/s" for what, x in (("prefill", lat.prefill_tokens_per_s),
-                                                          ("decode", lat.decode_tokens_per_s)) if x is not None]
-    tail = f"clock: {lat.clock}, {n(lat.steps_timed)} forward calls timed" + (f"; {', '.join(rates)}" if rates else "")
-    return "\n".join([text, *wrap(tail, width)])
+    """FLOPs, latency and utilization (the FLOPs report's section)."""
+    return render_perf(r, width)
 
 
 def _share(x: float | None) -> str:

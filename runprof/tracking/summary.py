@@ -181,13 +181,7 @@ def summarize(static: CountResult, cap: Capture, collector: StepCollector, *, ro
     loads_all = tuple(tuple(int(x) for x in c.load_all[:, i, :layer.num_experts].sum(0))
                       for i, layer in enumerate(captured))
     kseen = [k for k in c.kseen if k]
-    recomputed = sum(cap.checks.recomputed)
-    if recomputed:
-        notes = (*notes, (Cause.RECOMPUTED, {"calls": recomputed}))
-    observation = Observation(
-        compiled=cap.options.compiled, trace=cap.options.trace, steps=cap.n_steps, steps_kept=len(collector.meta),
-        missed_layer_steps=c.missed if routing else 0, misaligned_layer_steps=c.misaligned if routing else 0,
-        recomputed_calls=recomputed, notes=tuple(notes))
+    observation = _observation(cap, collector, c, routing, notes)
     steps = _steps(static, collector, c, [layer.params_per_expert for layer in layers]) if whole else ()
     lat = latency(collector.meta, {ph: int(c.tokens[i]) for i, ph in enumerate(PHASES)})
     done, util = _perf(static, cap, collector, c, flops, whole, steps, lat, peaks,
@@ -212,12 +206,29 @@ def summarize(static: CountResult, cap: Capture, collector: StepCollector, *, ro
         latency=lat,
         flops=done,
         utilization=util,
-        coactivation=None if c.coact is None or not ok else tuple(
+        **(_pairs(c, layers) if ok else {}),
+    )
+
+
+def _observation(cap: Capture, collector: StepCollector, c: Counters, routing: bool, notes: tuple) -> Observation:
+    recomputed = sum(cap.checks.recomputed)
+    if recomputed:
+        notes = (*notes, (Cause.RECOMPUTED, {"calls": recomputed}))
+    return Observation(
+        compiled=cap.options.compiled, trace=cap.options.trace, steps=cap.n_steps, steps_kept=len(collector.meta),
+        missed_layer_steps=c.missed if routing else 0, misaligned_layer_steps=c.misaligned if routing else 0,
+        recomputed_calls=recomputed, notes=tuple(notes))
+
+
+def _pairs(c: Counters, layers: tuple) -> dict:
+    """Co-activation counts and router weight sums, per captured layer, when they were asked for."""
+    return {
+        "coactivation": None if c.coact is None else tuple(
             tuple(tuple(int(x) for x in row[:layer.num_experts]) for row in c.coact[i, :layer.num_experts])
             for i, layer in enumerate(layers)),
-        router_weight_sums=None if c.wsum is None or not ok else tuple(
+        "router_weight_sums": None if c.wsum is None else tuple(
             tuple(float(x) for x in c.wsum[i, :layer.num_experts]) for i, layer in enumerate(layers)),
-    )
+    }
 
 
 def build_trace(cap: Capture, collector: StepCollector) -> RoutingTrace:

@@ -33,6 +33,7 @@ class _Sealed:
     capture: Capture
     steps: StepCollector
     static: Any  # the static counts when the record ended (a set_top_k between records changes them)
+    flops: Any  # the model's FLOPs structure then
     index: int
     start_unix_s: float
     wall_s: float
@@ -84,9 +85,9 @@ class Watcher(Tracker):
     def _seal(self) -> None:
         sampled = self._steps.enabled
         wall = time.perf_counter() - self._open_t
-        static = facts(self.model, self.name or model_name(self.model)).static
-        self._pending.append(_Sealed(self._cap.seal(), self._steps.seal(), static, self._index, self._open_unix,
-                                     wall, sampled))
+        now = facts(self.model, self.name or model_name(self.model))
+        self._pending.append(_Sealed(self._cap.seal(), self._steps.seal(), now.static, now.flops, self._index,
+                                     self._open_unix, wall, sampled))
         self._index += 1
         self._open = False
         self._begin()
@@ -115,7 +116,7 @@ class Watcher(Tracker):
                 continue
             t0 = time.perf_counter()
             runtime = summarize(s.static, s.capture, s.steps, routing=self.routing, unused_modules=(),
-                                wall_s=s.wall_s)
+                                wall_s=s.wall_s, flops=s.flops, peaks=(self.peak_flops, self.peak_bandwidth))
             extra = {"record": {"index": s.index, "start_unix_s": s.start_unix_s, "wall_s": s.wall_s,
                                 "sample_every": self.sample_every}}
             if self.trace_on:
