@@ -55,7 +55,7 @@ def drive(model: torch.nn.Module, tokens: int, batch: int, *, trace: bool) -> di
     pass timed, one pass under tracemalloc for runprof's Python memory (tracemalloc slows Python down)."""
     steps = max(1, tokens // batch)
     out: dict = {"tokens": steps * batch, "batch": batch, "steps": steps, "trace": trace}
-    for timing in (True, False):
+    for timing in (False, True):  # the timed pass last: its tracker's capture is measured after stop()
         t = runprof.track(model, memory=False, modules=False, trace=trace)
         t0 = time.perf_counter()
         t.start()
@@ -79,6 +79,7 @@ def drive(model: torch.nn.Module, tokens: int, batch: int, *, trace: bool) -> di
             tracemalloc.stop()
             out["python_bytes_grown"] = sum(d.size_diff for d in snap.compare_to(early.get("snap", snap), "filename")
                                             if "runprof" in str(d.traceback))
+            t.stop()
             continue
         t1 = time.perf_counter()
         r = t.stop()
@@ -86,6 +87,13 @@ def drive(model: torch.nn.Module, tokens: int, batch: int, *, trace: bool) -> di
         assert r.runtime.tokens["prefill"] + r.runtime.tokens["decode"] == steps * batch
         assert all(sum(load) == steps * batch * k for load in r.runtime.expert_load)
         n_layers = len(t._routers)
+        tr = t._cap.trace
+        if trace:  # what the trace holds per token and layer: used rows, and the rows allocated (doubling)
+            per_row = sum(ids.shape[0] * ids.shape[2] * ids.element_size() for ids in tr.ids) + (
+                tr.real.element_size() + tr.step.element_size() + tr.position.element_size())
+            out.update(trace_id_bytes=tr.ids[0].element_size(), trace_rows_used=tr.used,
+                       trace_rows_allocated=tr.real.numel(), trace_used_bytes_per_token_layer=per_row / n_layers,
+                       trace_allocated_bytes_per_token_layer=per_row * tr.real.numel() / (tr.used * n_layers))
         out.update(start_s=start_s, per_step_s=wall / steps, per_step_cpu_s=cpu / steps, stop_s=stop_s,
                    device_bytes_early=early.get("device", device), device_bytes_end=device,
                    trace_bytes_per_token_layer=(device - early.get("device", device)) / (
@@ -102,16 +110,28 @@ def main() -> None:
     cases = []
     for layers, experts, k in SHAPES:
         model = model_of(layers, experts, k)
+        cold = runprof.track(model, memory=False, modules=False)
+        t0 = time.perf_counter()
+        cold.start()
+        t1 = time.perf_counter()
+        cold.stop()
+        cold_s = {"first_start_s": t1 - t0, "first_stop_s": time.perf_counter() - t1}  # discovery, static counts
+        print(f"{layers}x{experts} k{k} first track of the model: start {cold_s['first_start_s'] * 1e3:.1f} ms, "
+              f"stop {cold_s['first_stop_s'] * 1e3:.1f} ms", flush=True)
         for tokens in ((1_000, 10_000) if args.quick else (1_000, 10_000, 100_000)):
             for batch in (1, 32):
                 for trace in (False, True) if (layers, experts) == (48, 128) else (False,):
-                    row = {"layers": layers, "experts": experts, "k": k, **drive(model, tokens, batch, trace=trace)}
+                    row = {"layers": layers, "experts": experts, "k": k, **cold_s,
+                           **drive(model, tokens, batch, trace=trace)}
                     cases.append(row)
                     print(f"{layers}x{experts} k{k} {row['tokens']:>7} tok b{batch:<2} {'trace' if trace else 'count'}:"
                           f" start {row['start_s'] * 1e3:6.1f} ms, {row['per_step_s'] * 1e6:7.1f} us/step "
                           f"(cpu {row['per_step_cpu_s'] * 1e6:7.1f}), stop {row['stop_s'] * 1e3:7.1f} ms, device "
                           f"{row['device_bytes_early'] / 2**20:6.2f} -> {row['device_bytes_end'] / 2**20:6.2f} MiB, "
-                          f"python +{row['python_bytes_grown'] / 2**20:.2f} MiB", flush=True)
+                          f"python +{row['python_bytes_grown'] / 2**20:.2f} MiB"
+                          + (f", trace {row['trace_used_bytes_per_token_layer']:.2f} B per token-layer used, "
+                             f"{row['trace_allocated_bytes_per_token_layer']:.2f} allocated" if trace else ""),
+                          flush=True)
                     Path(args.out).write_text(json.dumps({"torch": torch.__version__, "cases": cases}, indent=1))
 
 

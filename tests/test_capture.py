@@ -47,13 +47,19 @@ def test_counters_equal_the_trace(model_type):
         assert [list(r) for r in rt.coactivation[li]] == pairs
 
 
-def test_the_trace_is_what_the_routers_gave():
-    """An independent hook records every experts call's top_k_index: the trace holds the same ids in order."""
-    model = tiny_model("mixtral")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_trace_is_what_the_routers_gave(dtype):
+    """An independent hook records every experts call's top_k_index and weights: the trace holds the same ids in
+    order and the same weights, kept in the routers' own dtype (exact; 2 bytes where a router gives bf16)."""
+    model = tiny_model("mixtral").to(dtype)
     seen: list[list[torch.Tensor]] = [[] for _ in find_moe_layers(model)]
-    handles = [layer.experts.register_forward_pre_hook(
-        lambda m, a, k, i=i: seen[i].append(a[1].clone()), with_kwargs=True) for i, layer in
-        enumerate(find_moe_layers(model))]
+    weights: list[list[torch.Tensor]] = [[] for _ in find_moe_layers(model)]
+    def keep(i, args):  # returns None: the call's inputs stay as they were
+        seen[i].append(args[1].clone())
+        weights[i].append(args[2].clone())
+
+    handles = [layer.experts.register_forward_pre_hook(lambda m, a, k, i=i: keep(i, a), with_kwargs=True)
+               for i, layer in enumerate(find_moe_layers(model))]
     try:
         with runprof.track(model, trace=True, weights=True, memory=False) as t:
             _gen(model, _ids(2, 5), new=3)
@@ -62,7 +68,9 @@ def test_the_trace_is_what_the_routers_gave():
             h.remove()
     for li, layer in enumerate(t.trace.layers):
         assert torch.equal(layer.ids, torch.cat(seen[li]).long())
-        assert layer.weights.shape == layer.ids.shape
+        assert torch.equal(layer.weights, torch.cat(weights[li]).float())
+    given = {w.dtype for per_layer in weights for w in per_layer}  # Mixtral's router gives fp32 in a bf16 model
+    assert len(given) == 1 and {w.dtype for w in t._cap.trace.weights} == given
     again = t.result.runtime.expert_load
     assert all(sum(load) == (2 * 5 + 2 * 2) * 2 for load in again)
 
@@ -95,6 +103,54 @@ def test_memory_does_not_grow_with_decode_steps():
     rt = t.result.runtime
     assert rt.tokens["decode"] == 2000 and len(rt.steps) == 100 and rt.observation.steps == 2001
     assert all(sum(load) == (4 + 2000) * 2 for load in rt.expert_load)
+
+
+@pytest.mark.parametrize("trace", [False, True])
+def test_inference_mode_inside_or_outside_the_region(trace):
+    """Buffers that grow under ``torch.inference_mode()`` (a 400-row prefill, 300 decode steps) are still
+    updated after it (the last flush at stop), and a tracker started inside it runs hooks outside it."""
+    model = tiny_model("mixtral", max_position_embeddings=1024).eval()
+    ids = _ids(2, 200)
+    with runprof.track(model, memory=False, trace=trace) as t:
+        with torch.inference_mode():
+            _gen(model, ids, new=300)
+    assert t.result.runtime.tokens == {"prefill": 400, "decode": 2 * 299, "train": 0}
+    assert all(sum(load) == (400 + 2 * 299) * 2 for load in t.result.runtime.expert_load)
+    with torch.inference_mode():
+        inner = runprof.track(model, memory=False, trace=trace)
+        inner.start()
+    with torch.no_grad():
+        model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=3, min_new_tokens=3,
+                       do_sample=False, pad_token_id=0)
+    r = inner.stop()
+    assert r.runtime.tokens == {"prefill": 400, "decode": 4, "train": 0}
+    with runprof.watch(model, memory=False) as w:
+        for mode in (torch.inference_mode, torch.no_grad, torch.inference_mode):
+            with mode():
+                model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=2, min_new_tokens=2,
+                               do_sample=False, pad_token_id=0)
+    assert [rec.runtime.tokens["decode"] for rec in w.records] == [2, 2, 2]
+
+
+@pytest.mark.parametrize("experts, id_bytes", [(8, 1), (128, 1), (129, 2)])
+def test_trace_bytes_per_token_layer(experts, id_bytes):
+    """Trace mode keeps k ids per token and layer in the smallest signed type that holds E ids and the -1 of an
+    empty slot (int8 up to 128 experts), plus 9 bytes per row for all layers (real flag, int32 step and
+    position); the buffers double, so what is allocated is at most twice what is used (1,024 rows at least)."""
+    model = tiny_model("qwen3_moe", num_experts=experts, num_experts_per_tok=2, max_position_embeddings=512).eval()
+    with runprof.track(model, memory=False, trace=True) as t:
+        _gen(model, _ids(2, 5), new=300)
+    tr = t._cap.trace
+    layers = sum(ids.shape[0] for ids in tr.ids)
+    assert {ids.element_size() for ids in tr.ids} == {id_bytes}
+    assert {ids.shape[2] for ids in tr.ids} == {2} and tr.used == 2 * 5 + 2 * 299
+    rows = tr.real.numel()
+    assert tr.used <= rows <= max(1024, 2 * tr.used)
+    ids_bytes = sum(ids.numel() * ids.element_size() for ids in tr.ids)
+    assert ids_bytes == rows * layers * 2 * id_bytes
+    assert tr.real.numel() * (tr.real.element_size() + tr.step.element_size() + tr.position.element_size()) \
+        == rows * 9
+    assert [tuple(x.shape) for x in t.trace.layers[0].ids.unsqueeze(0)] == [(tr.used, 2)]
 
 
 def test_watch_records_are_independent():

@@ -14,7 +14,9 @@ from typing import Callable
 
 import torch
 
-from .counters import BIG, PHASES, ChunkRows, LayerGroup
+from .counters import BIG, PHASES, ChunkRows, LayerGroup, _normal_tensors
+
+_HALF = (torch.bfloat16, torch.float16)
 
 
 @dataclass
@@ -55,6 +57,7 @@ class Trace:
 class Capture:
     """Staging, counters and (optionally) the trace of one region, for ``layers`` (ppe: params per expert)."""
 
+    @_normal_tensors
     def __init__(self, names: list[str], devices: list[torch.device], num_experts: list[int], ppe: list[int],
                  k: int, main: torch.device, base_params: int, options: CaptureOptions) -> None:
         self.options, self.main, self.base = options, main, base_params
@@ -131,6 +134,7 @@ class Capture:
                 ch.misaligned[i] += 1
             ch.rows_now[i] = 0
 
+    @_normal_tensors
     def _grow(self, rows: int) -> None:
         size = max(rows, 2 * self.mask.numel())
         self.mask = torch.ones(size, dtype=torch.bool, device=self.main)
@@ -161,9 +165,11 @@ class Capture:
                 continue
             g, j = self.where[layer]
             first, end, contiguous, width = held[0][0], held[0][0], True, 0
-            for c, x, _ in held:
+            for c, x, w in held:
                 contiguous = contiguous and c == end
                 end, width = c + x.shape[0], max(width, x.shape[1])
+                if w is not None and w.dtype is not g.wdtype:  # the trace keeps the widest dtype seen, <= fp32
+                    g.wdtype = torch.promote_types(g.wdtype or w.dtype, w.dtype) if w.dtype in _HALF else torch.float32
             if width > g.k:
                 self._widen(g, width)
             if contiguous and all(x.shape[1] == width for _, x, _ in held):
@@ -190,6 +196,7 @@ class Capture:
         g.rows_now[j].add_(n)
         g.kseen[j].clamp_(min=ids.shape[1])
 
+    @_normal_tensors
     def _widen(self, g: LayerGroup, k: int) -> None:
         old, wold = g.stage, g.wstage
         g.grow(g.rows, k)
@@ -271,7 +278,8 @@ class Capture:
         rec[:, 1].scatter_add_(0, step, values * mask)
         rec[:, 2] = rec[:, 0]
         rec[:, 3:] = touched
-        self.steps = torch.cat([self.steps, rec[:keep]])
+        with torch.inference_mode(False):
+            self.steps = torch.cat([self.steps, rec[:keep]])
 
     def _append_trace(self, n: int) -> None:
         tr = self.trace
@@ -286,15 +294,19 @@ class Capture:
         for i, g in enumerate(self.groups):
             tr.ids[i][:, sl, :g.k] = g.stage[:, :n]
             if tr.weights[i] is not None:
+                if tr.weights[i].dtype is not g.trace_wdtype:
+                    with torch.inference_mode(False):
+                        tr.weights[i] = tr.weights[i].to(g.trace_wdtype)
                 tr.weights[i][:, sl, :g.k] = g.wstage[:, :n]
         tr.used = need
 
+    @_normal_tensors
     def _grow_trace(self, size: int) -> None:
         tr, used = self.trace, self.trace.used
 
         tr.real = _extend(tr.real, size, torch.bool, self.main, used)
-        tr.step = _extend(tr.step, size, torch.long, self.main, used)
-        tr.position = _extend(tr.position, size, torch.long, self.main, used)
+        tr.step = _extend(tr.step, size, torch.int32, self.main, used)  # steps and positions < 2**31
+        tr.position = _extend(tr.position, size, torch.int32, self.main, used)
         ids, weights = [], []
         for i, g in enumerate(self.groups):
             old = tr.ids[i] if i < len(tr.ids) else None
@@ -307,7 +319,7 @@ class Capture:
             if g.wstage is None:
                 weights.append(None)
                 continue
-            wnew = torch.zeros((len(g.layers), size, k), dtype=torch.float32, device=g.device)
+            wnew = torch.zeros((len(g.layers), size, k), dtype=g.trace_wdtype, device=g.device)
             if wold is not None:
                 wnew[:, :used, :wold.shape[2]] = wold[:, :used]
             weights.append(wnew)
@@ -321,8 +333,8 @@ class Capture:
         main = [self.mask, self.meta, self.stats, self.tokens, self.generated, self.finished, self.steps]
         if self.trace is not None and self.trace.real is not None:
             main += [self.trace.real, self.trace.step, self.trace.position]
-            for g, t in zip(self.groups, self.trace.ids):
-                out[str(g.device)] += t.numel() * t.element_size()
+            for g, t, w in zip(self.groups, self.trace.ids, self.trace.weights):
+                out[str(g.device)] += t.numel() * t.element_size() + (0 if w is None else w.numel() * w.element_size())
         out[str(self.main)] = out.get(str(self.main), 0) + sum(t.numel() * t.element_size() for t in main)
         return out
 

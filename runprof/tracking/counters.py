@@ -23,6 +23,12 @@ import torch
 PHASES: tuple[str, ...] = ("prefill", "decode", "train")
 BIG = 2**62
 
+_normal_tensors = torch.inference_mode(False)
+"""Decorates what allocates runprof's buffers: normal tensors even when a hook runs under
+``torch.inference_mode()``, so that a later in-place update outside it (the last flush at ``stop()``, the next
+call of a watch without inference mode) is allowed. In-place updates of normal tensors are allowed inside
+inference mode."""
+
 
 @dataclass
 class ChunkRows:
@@ -35,15 +41,18 @@ class ChunkRows:
 class LayerGroup:
     """The staging buffer and counters of the MoE layers on one device."""
 
+    @_normal_tensors
     def __init__(self, device: torch.device, layers: list[int], num_experts: list[int], ppe: list[int],
                  rows: int, k: int, *, weights: bool, coactivation: bool) -> None:
         self.device, self.layers = device, layers
         self.e = max(num_experts)
         n, e = len(layers), self.e
         self.ppe = torch.tensor(ppe, dtype=torch.long, device=device)
-        self.id_dtype = torch.int16 if e < 2**15 else torch.int32
+        # the smallest signed type that holds ids 0..E-1 and the -1 of an empty slot
+        self.id_dtype = torch.int8 if e <= 2**7 else torch.int16 if e <= 2**15 else torch.int32
         self.stage = torch.full((n, rows, k), -1, dtype=self.id_dtype, device=device)
         self.wstage = torch.zeros((n, rows, k), dtype=torch.float32, device=device) if weights else None
+        self.wdtype: torch.dtype | None = None  # the widest dtype of the routers' weights seen (eager mode)
         p = len(PHASES)
         self.load = torch.zeros(p, n, e, dtype=torch.long, device=device)
         self.load_all = torch.zeros(p, n, e, dtype=torch.long, device=device)
@@ -67,6 +76,12 @@ class LayerGroup:
     def k(self) -> int:
         return int(self.stage.shape[2])
 
+    @property
+    def trace_wdtype(self) -> torch.dtype:
+        """The trace's weight dtype: the routers' own when 16-bit (exact, 2 bytes), else float32."""
+        return self.wdtype or torch.float32
+
+    @_normal_tensors
     def grow(self, rows: int, k: int) -> None:
         """Bigger staging (called between chunks, when the buffer is empty): ids reset to -1."""
         rows, k = max(rows, self.rows), max(k, self.k)

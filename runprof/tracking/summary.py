@@ -241,7 +241,7 @@ def build_trace(cap: Capture, collector: StepCollector) -> RoutingTrace:
     else:
         parts = to_cpu([tr.real[:n], tr.step[:n], tr.position[:n], *[t[:, :n] for t in tr.ids],
                         *[None if w is None else w[:, :n] for w in tr.weights]])
-    real, step, position = parts[:3]
+    real, step, position = parts[0], *(None if x is None else x.long() for x in parts[1:3])
     ids, weights = parts[3:3 + len(cap.groups)], parts[3 + len(cap.groups):]
     layers: list[LayerTrace | None] = [None] * len(cap.where)
     for gi, g in enumerate(cap.groups):

@@ -24,7 +24,8 @@ class StepTrace:
 
 @dataclass(frozen=True)
 class LayerTrace:
-    """One MoE layer's routed rows: ``ids [N, k]`` (int64, -1 = no expert), ``weights [N, k]`` or None,
+    """One MoE layer's routed rows: ``ids [N, k]`` (int64, -1 = no expert), ``weights [N, k]`` (float32; the trace keeps
+    the routers' own dtype, 2 bytes for a bf16 or fp16 router) or None,
     ``step [N]`` (the forward call of each row), ``position [N]`` (row inside its step: ``b * seq + t``) and
     ``real [N]`` (False for padding)."""
 
