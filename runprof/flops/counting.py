@@ -12,6 +12,7 @@ import torch
 
 from ..results import Stat
 from ..results.flops import FLOP_GROUPS, FLOP_PHASES, FlopsInfo
+from .attention import AttentionCore
 from .structure import ModelFlops, Weight
 
 if TYPE_CHECKING:
@@ -54,16 +55,52 @@ def _ran(weights: Sequence[Weight], dead: set[str]) -> list[Weight]:
     return [w for w in weights if _block(w.name) not in dead]
 
 
-def step_flops(mf: ModelFlops, weights: list[Weight], m: StepMeta) -> StepFlops:
-    """The FLOPs of one forward call of ``m.batch`` rows × ``m.seq`` positions, routed experts excluded."""
+@dataclass(frozen=True)
+class StepPlan:
+    """A model's per-step FLOPs formula with equal terms folded: the weights summed per (group, rows they see,
+    attention class) and the attention cores per class (kind and window: the keys and attended pairs of a call
+    depend on nothing else), so that a step costs a few multiplications whatever the number of layers."""
+
+    classes: tuple[AttentionCore, ...]  # one core per class (its kind and window)
+    pairs: tuple[int, ...]  # per class: Σ flops_per_pair of its cores
+    kv_bytes: tuple[int, ...]  # per class: Σ kv_bytes_per_position of its cores
+    terms: tuple[tuple[str, str, int, int], ...]  # (group, rows, class, Σ flops_per_row)
+    bytes_per_expert: tuple[int, ...]  # per MoE layer: bytes of one routed expert
+    dense_expert_bytes: int | None  # Σ over dense-expert layers (every expert runs) of E x bytes; None: none dense
+
+    @staticmethod
+    def of(mf: ModelFlops, weights: Sequence[Weight]) -> StepPlan:
+        index: dict[tuple, int] = {}
+        of_core, classes, pairs, kv = [], [], [], []
+        for core in mf.cores:
+            c = index.setdefault((core.kind, core.window), len(classes))
+            if c == len(classes):
+                classes.append(core)
+                pairs.append(0)
+                kv.append(0)
+            pairs[c] += core.flops_per_pair
+            kv[c] += core.kv_bytes_per_position
+            of_core.append(c)
+        terms: dict[tuple[str, str, int], int] = defaultdict(int)
+        for w in weights:
+            terms[(w.group, w.rows, of_core[w.core or 0] if w.rows == "keys" else 0)] += w.flops_per_row
+        dense = [c.num_experts * c.bytes_per_expert for c in mf.experts if c.dense]
+        return StepPlan(tuple(classes), tuple(pairs), tuple(kv), tuple((*k, v) for k, v in terms.items()),
+                        tuple(0 if c.dense else c.bytes_per_expert for c in mf.experts), sum(dense) if dense else None)
+
+
+def step_flops(mf: ModelFlops, weights: Sequence[Weight], m: StepMeta, plan: StepPlan | None = None) -> StepFlops:
+    """The FLOPs of one forward call of ``m.batch`` rows × ``m.seq`` positions, routed experts excluded
+    (``plan``: :meth:`StepPlan.of` of the same weights, computed once for many steps)."""
+    plan = plan or StepPlan.of(mf, weights)
     rows, past = m.batch * m.seq, max(m.context - m.seq, 0)
+    keys = [core.keys(past, m.seq) for core in plan.classes]
     groups: dict[str, int] = defaultdict(int)
-    keys = [core.keys(past, m.seq) for core in mf.cores]
-    for w in weights:
-        n = rows if w.rows == "rows" else m.logits_rows if w.rows == "logits" else m.batch * keys[w.core or 0]
-        groups[w.group] += n * w.flops_per_row
-    causal = sum(m.batch * core.attended(past, m.seq) * core.flops_per_pair for core in mf.cores)
-    eager = sum(rows * t * core.flops_per_pair for core, t in zip(mf.cores, keys))
+    for group, seen, c, per_row in plan.terms:
+        n = rows if seen == "rows" else m.logits_rows if seen == "logits" else m.batch * keys[c]
+        groups[group] += n * per_row
+    causal = sum(m.batch * core.attended(past, m.seq) * f for core, f in zip(plan.classes, plan.pairs))
+    eager = sum(rows * t * f for t, f in zip(keys, plan.pairs))
     groups["attention_core"] += causal
     return StepFlops(dict(groups), causal, eager)
 
@@ -111,7 +148,8 @@ def count_flops(mf: ModelFlops, meta: Sequence[StepMeta], *, n_steps: int, rows:
         return None
     dead = dead_blocks(mf.weights, unused)
     weights = _ran(mf.weights, dead) if dead else list(mf.weights)
-    steps = [step_flops(mf, weights, m) for m in meta]
+    plan = StepPlan.of(mf, weights)
+    steps = [step_flops(mf, weights, m, plan) for m in meta]
     experts = _experts_by_phase(mf, load_all, rows) if mf.experts else dict.fromkeys(FLOP_PHASES, 0)
     per_step_experts = _experts_per_step(mf, meta, load_all, kseen) if mf.experts else [0] * len(meta)
     by_group = dict.fromkeys(FLOP_GROUPS, 0)
@@ -134,4 +172,4 @@ def count_flops(mf: ModelFlops, meta: Sequence[StepMeta], *, n_steps: int, rows:
     return FlopsInfo(total, total + eager_extra, by_phase, by_group, per_token, per_step, not_covered)
 
 
-__all__ = ["StepFlops", "count_flops", "step_flops"]
+__all__ = ["StepFlops", "StepPlan", "count_flops", "step_flops"]

@@ -8,6 +8,7 @@ they are a few rows; this is the traffic that bounds MoE decode.
 """
 from __future__ import annotations
 
+import operator
 from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
@@ -15,6 +16,7 @@ import torch
 from ..results import Cause, Stat, StepRecord
 from ..results.flops import FLOP_PHASES, FlopsInfo, UtilizationInfo
 from ..results.perf import LatencyInfo
+from .counting import StepPlan
 from .peaks import lookup
 from .structure import ModelFlops
 
@@ -22,11 +24,12 @@ if TYPE_CHECKING:
     from ..tracking.collectors import StepMeta
 
 
-def step_bytes(mf: ModelFlops, m: StepMeta, touched: Sequence[int]) -> int:
-    """Bytes one step reads (see the module docstring)."""
+def step_bytes(mf: ModelFlops, m: StepMeta, touched: Sequence[int], plan: StepPlan | None = None) -> int:
+    """Bytes one step reads (see the module docstring; ``plan``: :meth:`StepPlan.of` of ``mf``, computed once)."""
+    plan = plan or StepPlan.of(mf, ())
     past = max(m.context - m.seq, 0)
-    experts = sum((c.num_experts if c.dense else t) * c.bytes_per_expert for c, t in zip(mf.experts, touched))
-    kv = sum(m.batch * core.keys(past, m.seq) * core.kv_bytes_per_position for core in mf.cores)
+    experts = sum(map(operator.mul, touched, plan.bytes_per_expert)) + (plan.dense_expert_bytes or 0)
+    kv = sum(m.batch * core.keys(past, m.seq) * b for core, b in zip(plan.classes, plan.kv_bytes))
     return mf.shared_weight_bytes + experts + kv
 
 
@@ -69,7 +72,8 @@ def utilization(mf: ModelFlops, flops: FlopsInfo | None, meta: Sequence[StepMeta
     peak_flops, peak_bw, source, cause = _peaks(name, dtype, peaks)
     timed_all = latency is not None and latency.steps_timed == len(meta) == n_steps
     forward = _forward_s(latency, timed_all)
-    by_step = [step_bytes(mf, m, r.experts_touched) for m, r in zip(meta, records)] \
+    plan = StepPlan.of(mf, ())
+    by_step = [step_bytes(mf, m, r.experts_touched, plan) for m, r in zip(meta, records)] \
         if len(records) == len(meta) == n_steps else None
     moved = {ph: None if by_step is None else sum(b for b, m in zip(by_step, meta) if m.phase == ph)
              for ph in FLOP_PHASES}

@@ -8,8 +8,10 @@ Definitions (``docs/architecture.md``):
 """
 from __future__ import annotations
 
+import functools
+import gc
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import torch
 
@@ -135,13 +137,13 @@ def _counts(collector: StepCollector, c: Counters) -> TokenCounts:
 def _steps(static: CountResult, collector: StepCollector, c: Counters, ppe: list[int]) -> tuple[StepRecord, ...]:
     base = static.params.total - sum(layer.num_experts * layer.params_per_expert
                                      for layer in (static.moe.layers if static.moe else ()))
-    out = []
-    for meta, rec in zip(collector.meta, c.steps.tolist()):
-        touched = tuple(rec[3:])
-        out.append(StepRecord(phase=meta.phase, tokens=rec[0], experts_touched=touched,
-                              active_params_per_token_mean=rec[1] / rec[2] if rec[2] else None,
-                              params_touched=base + sum(t * p for t, p in zip(touched, ppe))))
-    return tuple(out)
+    steps = c.steps.cpu()
+    n = min(steps.shape[1] - 3, len(ppe))  # Σ_layers touched x params per expert, for every step at once
+    expert_params = (steps[:, 3:3 + n] * torch.tensor(ppe[:n], dtype=torch.long)).sum(1).tolist()
+    return tuple(StepRecord(phase=meta.phase, tokens=rec[0], experts_touched=tuple(rec[3:]),
+                            active_params_per_token_mean=rec[1] / rec[2] if rec[2] else None,
+                            params_touched=base + p)
+                 for meta, rec, p in zip(collector.meta, steps.tolist(), expert_params))
 
 
 def _perf(static: CountResult, cap: Capture, collector: StepCollector, c: Counters, model: ModelFlops | None,
@@ -156,6 +158,25 @@ def _perf(static: CountResult, cap: Capture, collector: StepCollector, c: Counte
                               n_steps=cap.n_steps, peaks=peaks)
 
 
+T = TypeVar("T")
+
+
+def _gc_paused(fn: Callable[..., T]) -> Callable[..., T]:
+    """Runs ``fn`` with the cyclic garbage collector paused: building tens of thousands of small records beside a
+    loaded model otherwise triggers full collections over the model's objects (10x the building time)."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        was = gc.isenabled()
+        gc.disable()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if was:
+                gc.enable()
+    return wrapper
+
+
+@_gc_paused
 def summarize(static: CountResult, cap: Capture, collector: StepCollector, *, routing: bool,
               unused_modules: tuple[str, ...], wall_s: float, notes: tuple = (), flops: ModelFlops | None = None,
               peaks: tuple[float | None, float | None] = (None, None), ran: bool = False) -> RuntimeInfo:
@@ -231,6 +252,7 @@ def _pairs(c: Counters, layers: tuple) -> dict:
     }
 
 
+@_gc_paused
 def build_trace(cap: Capture, collector: StepCollector) -> RoutingTrace:
     """The per-token trace of a ``trace=True`` capture, on the CPU (one copy per device)."""
     tr = cap.trace
@@ -264,10 +286,8 @@ def _step_masks(collector: StepCollector, real: torch.Tensor | None, step: torch
     """Each step's real-row mask (None when every row of the step is real)."""
     if real is None:
         return [None] * len(collector.meta)
-    out = []
-    counts = torch.bincount(step, minlength=len(collector.meta))
-    starts = torch.cumsum(counts, 0) - counts
-    for i, _ in enumerate(collector.meta):
-        mask = real[int(starts[i]):int(starts[i] + counts[i])]
-        out.append(None if bool(mask.all()) else mask)
-    return out
+    n = len(collector.meta)
+    counts = torch.bincount(step, minlength=n)
+    padded = torch.zeros(counts.shape[0], dtype=torch.long).index_add_(0, step, (~real).long())
+    starts = (torch.cumsum(counts, 0) - counts).tolist()
+    return [real[a:a + c] if p else None for a, c, p in zip(starts[:n], counts.tolist()[:n], padded.tolist()[:n])]
