@@ -15,19 +15,24 @@ ENV = Env("0.1.0", "2.13.0+cpu", "5.23.0", "cpu", "test CPU", "2026-01-01T00:00:
 
 
 def steady_latency(lat: LatencyInfo | None) -> LatencyInfo | None:
-    """The same counts, with every duration pinned: 50 ms prefill, 5 ms decode forward, 6 ms decode step."""
+    """The same counts, with every duration pinned: 50 ms prefill, 5 ms decode forward, 6 ms decode step; the
+    rates are the same tokens over the pinned times."""
     if lat is None:
         return None
 
     def fixed(t: Timing, s: float) -> Timing:
         return Timing.of([s] * t.count)
 
+    def rate(old: float | None, was: Timing, now: Timing) -> float | None:  # the same tokens over the pinned time
+        return None if old is None else round(old * was.total) / now.total
+
+    pre, step = fixed(lat.prefill_forward_s, 0.05), fixed(lat.decode_step_s, 0.006)
     return dataclasses.replace(
-        lat, ttft_s=fixed(lat.ttft_s, 0.05), prefill_forward_s=fixed(lat.prefill_forward_s, 0.05),
-        decode_forward_s=fixed(lat.decode_forward_s, 0.005), decode_step_s=fixed(lat.decode_step_s, 0.006),
+        lat, ttft_s=fixed(lat.ttft_s, 0.05), prefill_forward_s=pre,
+        decode_forward_s=fixed(lat.decode_forward_s, 0.005), decode_step_s=step,
         train_forward_s=fixed(lat.train_forward_s, 0.01),
-        prefill_tokens_per_s=None if lat.prefill_tokens_per_s is None else 200.0,
-        decode_tokens_per_s=None if lat.decode_tokens_per_s is None else 160.0)
+        prefill_tokens_per_s=rate(lat.prefill_tokens_per_s, lat.prefill_forward_s, pre),
+        decode_tokens_per_s=rate(lat.decode_tokens_per_s, lat.decode_step_s, step))
 
 
 def steady_utilization(u, lat: LatencyInfo | None, flops):  # noqa: ANN001, ANN201 - UtilizationInfo | None

@@ -350,3 +350,21 @@ def test_trainer_dry_run_writes_nothing(tmp_path: Path) -> None:
                               capture_output=True, text=True, cwd=tmp_path, env=ENV, timeout=60)
         assert proc.returncode == 0 and said in proc.stderr and "nothing written" in proc.stderr, proc.stderr
     assert list(tmp_path.iterdir()) == [] and _state(SHIPPED) == shipped_before
+
+
+@pytest.mark.parametrize("command", [["run"], ["bench", "--top-k", "1"], ["render"]])
+def test_csv_checked_before_the_work(tmp_path: Path, capsys: pytest.CaptureFixture, command: list[str]) -> None:
+    """``--csv`` naming a file, the prompt, or runprof's own folder is one line and exit 2 before any work
+    (nothing on stdout: no report was computed), the file unchanged."""
+    prompt = tmp_path / "in.txt"
+    prompt.write_text("hello there", encoding="utf-8")
+    before = _state(tmp_path)
+    if command == ["render"]:
+        saved = tmp_path / "r.json"
+        saved.write_text(json.dumps({"kind": "run"}), encoding="utf-8")
+        command = ["render", str(saved)]
+        before = _state(tmp_path)
+    tail = [] if command[0] == "render" else ["--prompt", str(prompt), "--max-new-tokens", "2"]
+    _one_line(capsys, [*command, *tail, "--csv", str(prompt)], "is a file")
+    _one_line(capsys, [*command, *tail, "--csv", str(SHIPPED)], "runprof's own folder")
+    assert _state(tmp_path) == before

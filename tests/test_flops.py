@@ -266,8 +266,9 @@ def _steady(r: TrackResult) -> TrackResult:
     """Machine-dependent timings replaced by fixed ones (the FLOPs and bytes are exact already)."""
     rt = r.runtime
     t = Timing.of([0.01])
-    lat = LatencyInfo("perf_counter", rt.forward_calls, t, t, Timing.of([0.002] * (rt.forward_calls - 1)),
-                      Timing.of([0.0025] * (rt.forward_calls - 1)), Timing.of([]), 100.0, 400.0)
+    step = Timing.of([0.0025] * (rt.forward_calls - 1))  # the rates: the run's tokens over these times
+    lat = LatencyInfo("perf_counter", rt.forward_calls, t, t, Timing.of([0.002] * (rt.forward_calls - 1)), step,
+                      Timing.of([]), rt.tokens["prefill"] / t.total, rt.tokens["decode"] / step.total)
     u = rt.utilization
     forward = {"prefill": 0.01, "decode": 0.002 * (rt.forward_calls - 1), "train": None}
     fps = {ph: None if forward[ph] is None else rt.flops.by_phase[ph] / forward[ph] for ph in FLOP_PHASES}

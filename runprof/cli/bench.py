@@ -17,6 +17,7 @@ from .common import (
     add_report,
     add_threads,
     add_verbose,
+    check_csv,
     check_html,
     check_output,
     report_options,
@@ -119,6 +120,7 @@ def run_bench(args: argparse.Namespace) -> int:
     batch_sizes = parse_int_list("--batch-size", args.batch_size)
     check_output("--json", args.json, [args.prompt, args.model])
     check_html(args.html, [args.prompt, args.model], args.json)
+    check_csv(getattr(args, "csv", None), [args.prompt, args.model])
     if args.plot:
         from ..renderers.plots import check_plot_args, require_matplotlib
 

@@ -154,6 +154,26 @@ def report_options(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def check_csv(folder: str | None, inputs: Iterable[str | os.PathLike[str] | None] = ()) -> None:
+    """``--csv DIR``, before any work: a folder (created when missing), not an existing file, not an input folder
+    or runprof's own, and writable."""
+    if folder is None:
+        return
+    if not str(folder).strip() or "\x00" in str(folder):
+        raise InvalidArgumentError(f"--csv {folder!r}: give a folder path (it is created when missing)")
+    try:
+        target = Path(folder).expanduser().resolve()
+        if target.exists() and not target.is_dir():
+            raise InvalidArgumentError(f"--csv {folder}: is a file; give a folder (it is created when missing)")
+        _check_inputs("--csv", str(folder), target, inputs)
+        if _inside(target, PACKAGE_DIR):
+            raise InvalidArgumentError(f"--csv {folder}: is inside runprof's own folder {PACKAGE_DIR}; write it "
+                                       "somewhere else")
+        _check_writable("--csv", str(folder), target / "table.csv")
+    except OSError as e:
+        raise InvalidArgumentError(f"--csv {folder}: cannot use this path ({e.strerror or e})") from e
+
+
 def write_csv(folder: str | None, result: Any) -> None:
     """``--csv DIR``: each table of ``result`` (:func:`runprof.results.frames.records`) as ``DIR/NAME.csv``
     (written atomically, like :func:`write_text`; an empty cell is an unknown value)."""
@@ -317,6 +337,7 @@ def write_text(flag: str, path: str, text: str) -> None:
     say(f"wrote {target}")
 
 
-__all__ = ["DTYPES", "FLAGS", "ExitCode", "add_device", "add_dtype", "add_html", "add_json", "add_prompt", "add_report",
-           "add_threads", "add_verbose", "check_html", "check_output", "configure_logging", "report_options", "say",
-           "set_threads", "versions", "write_csv", "write_json", "write_text"]
+__all__ = ["DTYPES", "FLAGS", "ExitCode", "add_device", "add_dtype", "add_html", "add_json", "add_prompt",
+           "add_report", "add_threads", "add_verbose", "check_csv", "check_html", "check_output",
+           "configure_logging", "report_options", "say", "set_threads", "versions", "write_csv", "write_json",
+           "write_text"]

@@ -11,6 +11,7 @@ from .common import (
     add_json,
     add_report,
     add_verbose,
+    check_csv,
     check_html,
     check_output,
     report_options,
@@ -58,6 +59,7 @@ def run_render(args: argparse.Namespace) -> int:
     from ..saved import load_result
 
     check_html(args.html, [args.path])
+    check_csv(args.csv, [args.path])
     result = load_result(args.path)
     page = render(result, format="html") if args.html else None
     print(render(result, **report_options(args)))

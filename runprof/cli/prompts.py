@@ -54,7 +54,7 @@ def prompts_from_args(args: Any, status: Any = None) -> list[str]:
     from ..models.resolve import SHIPPED_PROMPT
 
     if status is not None:
-        status(f"no --prompt given: using runprof's shipped prompt ({SHIPPED_PROMPT.name}, Python source)")
+        status(f"prompt: runprof's shipped prompt ({SHIPPED_PROMPT.name}, Python source; no --prompt was given)")
     return read_prompts(str(SHIPPED_PROMPT), lines)
 
 

@@ -18,6 +18,7 @@ from .common import (
     add_report,
     add_threads,
     add_verbose,
+    check_csv,
     check_html,
     check_output,
     report_options,
@@ -64,7 +65,7 @@ def add_run(sub: argparse._SubParsersAction) -> None:
                    help="change only config.num_experts_per_tok after loading (shows that routers ignore it)")
     add_json(p)
     add_report(p, sections=SECTIONS)
-    add_html(p, "the report with the per-token expert view (kept in --json too)")
+    add_html(p, "the report with the per-token expert view (with --json, the JSON keeps the view too)")
     p.add_argument("--random-init", action="store_true", help="real architecture from its config, random weights")
     p.add_argument("--num-layers", type=int, default=None, metavar="N", help="with --random-init: keep N layers")
     add_threads(p)
@@ -87,6 +88,7 @@ def _check_args(args: argparse.Namespace) -> None:
         raise InvalidArgumentError("--num-layers needs --random-init (a truncated checkpoint is not loaded)")
     check_output("--json", args.json, [args.prompt, args.model])
     check_html(args.html, [args.prompt, args.model], args.json)
+    check_csv(getattr(args, "csv", None), [args.prompt, args.model])
     from ..renderers.run_report import check_sections
 
     check_sections(report_options(args).get("show", ()))

@@ -21,7 +21,7 @@ def render_count(r: CountResult, *, layers: bool = True, width: int | None = Non
 
     out += ["", table(
         [[c, n(p.active_per_token[c]), human(p.active_per_token[c]), pct(p.active_per_token[c], p.total)] for c in CONVENTIONS],
-        ["active per token (convention)", "params", "", "of total"], ("left", "right", "right", "right"),
+        ["active per token (convention)", "params", "short", "of total"], ("left", "right", "right", "right"),
     )]
     if r.moe is not None:
         m = r.moe
@@ -31,7 +31,7 @@ def render_count(r: CountResult, *, layers: bool = True, width: int | None = Non
             ["top-k (router)", n(m.top_k)],
             ["top-k (config)", n(m.top_k_config)],
             ["params per routed expert", n(m.params_per_expert)],
-            ["dense layers", ", ".join(map(str, m.dense_layers)) or "none"],
+            ["dense layers (indices)", ", ".join(map(str, m.dense_layers)) or "none"],
             ["shared-expert params", n(m.shared_experts_params)],
         ]
         out += ["", table(rows, ["MoE", ""], ("left", "right"))]

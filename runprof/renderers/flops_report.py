@@ -107,7 +107,7 @@ def _utilization(u: UtilizationInfo | None, width: int | None) -> str:
                      _ratio(u.bandwidth_utilization.get(ph)),
                      "-" if u.intensity.get(ph) is None else f"{u.intensity[ph]:.2f}"])
     if rows:
-        headers = ["phase", "forward\ns", "achieved", "MFU", "bytes\nmoved", "bytes/s", "bandwidth\nused", "FLOP/B"]
+        headers = ["phase", "forward\ns", "achieved", "MFU", "bytes\nmoved", "bytes/s", "BW\nused", "FLOP/B"]
         out += ["", table(rows, headers, ("left",) + ("right",) * 7)]
     d = u.decode_bytes_per_step
     if d.count:

@@ -6,6 +6,7 @@ until the table fits, and :func:`wrap` wraps a line of prose with a hanging inde
 """
 from __future__ import annotations
 
+import re
 import shutil
 import textwrap
 from typing import Any, Sequence
@@ -96,17 +97,25 @@ def terminal_width(default: int = 80) -> int:
     return shutil.get_terminal_size((default, 24)).columns
 
 
+_UNIT = re.compile(r"(?<=\d) (?=(?:tokens/s|tokens|ms|s|µs|ns|B|KiB|MiB|GiB|TiB|kB|MB|GB|TB|[kMGTP]?FLOP/s|"
+                   r"[kMGTP]?B/s)(?![\w/]))")
+_KEEP = "\x00"  # stands for a space that must not break while textwrap runs (textwrap breaks only at whitespace)
+
+
 def wrap(text: str, width: int | None, indent: str = "  ") -> list[str]:
-    """``text`` as lines of at most ``width`` characters, broken at spaces (later lines indented); one line
-    when ``width`` is None.
+    """``text`` as lines of at most ``width`` characters, broken at spaces (later lines indented), never
+    between a number and its unit; one line when ``width`` is None.
 
     >>> wrap("tokens: prompt 194, generated 32", 20)
     ['tokens: prompt 194,', '  generated 32']
+    >>> wrap("decode 167 tokens/s, prefill 3,880 tokens/s", 30)
+    ['decode 167 tokens/s, prefill', '  3,880 tokens/s']
     """
     if width is None or len(text) <= width:
         return [text]
-    return textwrap.wrap(text, width, subsequent_indent=indent, break_long_words=False, break_on_hyphens=False) \
-        or [text]
+    lines = textwrap.wrap(_UNIT.sub(_KEEP, text), width, subsequent_indent=indent, break_long_words=False,
+                          break_on_hyphens=False)
+    return [line.replace(_KEEP, " ") for line in lines] or [text]
 
 
 def wrap_cell(text: str, width: int) -> str:

@@ -25,7 +25,7 @@ def check_sections(show: Iterable[str]) -> tuple[str, ...]:
     names = tuple(s.strip() for s in show if s.strip())
     for s in names:
         if s not in SECTIONS:
-            raise InvalidArgumentError.bad("show", s, f"the sections are {', '.join(SECTIONS)} (or full=True)")
+            raise InvalidArgumentError.bad("show", s, f"the sections are {', '.join(SECTIONS)} (or --full / full=True for all)")
     return names
 
 

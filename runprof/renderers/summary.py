@@ -54,7 +54,9 @@ def _latency(r: TrackResult) -> str:
     if lat.ttft_s.count:
         parts.append(f"first token {seconds(lat.ttft_s.median)}")
     if lat.decode_tokens_per_s is not None:
-        parts.append(f"decode {rate(lat.decode_tokens_per_s)} tokens/s ({seconds(lat.decode_step_s.median)}/step)")
+        d = lat.decode_step_s  # tokens/s is over the whole decode (real tokens / total step time): the mean beside it
+        parts.append(f"decode {rate(lat.decode_tokens_per_s)} tokens/s (step mean {seconds(d.total / d.count)}, "
+                     f"median {seconds(d.median)})" if d.count else f"decode {rate(lat.decode_tokens_per_s)} tokens/s")
     if lat.prefill_tokens_per_s is not None:
         parts.append(f"prefill {rate(lat.prefill_tokens_per_s)} tokens/s")
     if lat.train_forward_s.count:
