@@ -87,7 +87,7 @@ def add_report(p: argparse.ArgumentParser, *, sections: Iterable[str] | None = N
     p.add_argument("--full", action="store_true", help="every detail table after the summary")
     if sections is not None:
         p.add_argument("--show", metavar="SECTION[,...]", default="",
-                       help=f"detail tables to add after the summary: {','.join(sections)}")
+                       help=f"detail tables to add after the summary: {', '.join(sections)} (comma-separated)")
     p.add_argument("--csv", metavar="DIR", help="write the report's tables as CSV files into DIR (one per table)")
 
 

@@ -32,16 +32,16 @@ from .progress import Activity
 from .prompts import encode_prompts, progress, prompts_from_args
 
 SUBCOMMANDS_HELP = """subcommands (python -m runprof SUBCOMMAND -h):
-  run      this command (the default): generate() under runprof.track, the summary, then --full/--show detail
+  run      the default: generate() under runprof.track, then the summary
   count    static parameter and byte counts from a config (no weights)
   compare  compare two checkpoints tensor by tensor (streaming)
   bench    tokens/s, measured experts and routing statistics for each top-k
   render   render a saved JSON result again
-  diff     two saved runs side by side: expert load, experts and active params per token, tokens/s, memory
+  diff     two saved runs side by side: expert load, active params, speed
 
 examples:
-  python -m runprof                                   # the shipped tiny MoE on its shipped prompt
-  python -m runprof --prompt-text "def f(x):" --full  # every detail table
+  python -m runprof                                # shipped model and prompt
+  python -m runprof --prompt-text "def f(x):" --full # every detail table
   python -m runprof count mixtral"""
 
 
@@ -50,13 +50,13 @@ def add_run(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "run", help="run generate() under runprof.track (the default command)",
-        description="Run generate() under runprof.track and report measured experts and active params per token: "
-                    "a summary first, the detail tables with --full or --show.",
+        description="Run generate() under runprof.track and report the measured experts and active\n"
+                    "params per token: a summary first, the detail tables with --full or --show.",
         epilog=SUBCOMMANDS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", nargs="?", default=None,
                    help="alias (mixtral, olmoe, ...), model directory or hub id; default: runprof's shipped tiny MoE")
     add_prompt(p)
-    p.add_argument("--max-new-tokens", type=int, default=32, metavar="N")
+    p.add_argument("--max-new-tokens", type=int, default=32, metavar="N", help="tokens to generate (default 32)")
     p.add_argument("--batch-size", type=int, default=None, metavar="B", help="repeat the prompt(s) to B rows")
     add_device(p)
     add_dtype(p)

@@ -40,8 +40,8 @@ def render_bench_summary(r: BenchResult, width: int | None = None) -> str:
                f"{r.prompt_tokens} tokens, {r.max_new_tokens} new; {r.warmup} warm-up + {r.repeats} timed runs per "
                f"cell; {r.cpu_threads} CPU thread{'' if r.cpu_threads == 1 else 's'}", width)
     rows = [_brief_row(run, r.reference.mean_logprob) for run in r.runs]
-    out += ["", _table(rows, ["k", "batch", "experts\nper token", "active params\nper token (vs static)",
-                              "decode\ntokens/s", "prefill\ntokens/s", f"mean logprob\n(vs k={n(r.top_k_original)})"],
+    out += ["", _table(rows, ["k", "batch", "experts\n/token", "active/token\n(vs static)",
+                              "decode\ntok/s", "prefill\ntok/s", f"mean logprob\n(vs k={n(r.top_k_original)})"],
                        ("right",) * 7, width=width)]
     out += wrap(_bench_verdict(r), width)
     first = {}

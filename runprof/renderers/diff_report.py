@@ -112,7 +112,7 @@ def render_load_diff(a: TrackResult, b: TrackResult, *, full: bool = False, widt
                      f"{50 * sum(abs(v) for v in d):.1f}"])
         every += [[name, f"e{e}", f"{100 * p:.1f}", f"{100 * q:.1f}", f"{100 * (q - p):+.1f}"]
                   for e, (p, q) in enumerate(zip(sa, sb))]
-    out = [table(rows, ["expert load share %", "A max", "B max", "largest move (pp)", "total variation (pp)"],
+    out = [table(rows, ["expert load share %", "A max", "B max", "largest\nmove (pp)", "total\nvariation (pp)"],
                  ("left", "right", "right", "right", "right"), width=width, wrap_cols=(0,))]
     if full:
         out += ["", table(every, ["layer", "expert", "A %", "B %", "B - A (pp)"],
