@@ -212,7 +212,9 @@ def test_not_measured_is_none():
     run = dict(attention_mask=mask, max_new_tokens=4, min_new_tokens=4, do_sample=False, pad_token_id=0)
     with torch.no_grad(), runprof.track(model, memory=False, max_steps=2) as t:
         model.generate(ids, **run)
-    assert t.result.runtime.flops is None and t.result.runtime.utilization.time_cause is Cause.NOT_TIMED
+    u = t.result.runtime.utilization  # steps past max_steps: FLOPs from their runs, no time and no bytes per step
+    assert t.result.runtime.flops is not None and u.time_cause is Cause.NOT_TIMED
+    assert u.bytes["decode"] is None and u.flops_per_s["decode"] is None
     with torch.no_grad(), runprof.track(model, memory=False, routing=False) as t:
         model.generate(ids, **run)
     assert t.result.runtime.flops is None  # expert loads were not captured
@@ -355,3 +357,28 @@ def test_flops_gpu_dry_run(tmp_path):
                                                                        "flops.mixtral_8x7b"]
     shipped = data["checks"][1]["data"]["batch8"]
     assert shipped["flops"]["total"] > 0 and shipped["utilization"]["decode_bytes_per_step"]["count"] == 15
+
+
+# --- past max_steps ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("model_type", ["mixtral", "gpt_oss", "qwen2_moe"])
+def test_flops_past_max_steps_equal_every_step_kept(model_type):
+    """Steps past ``max_steps`` are folded into runs (shape, first context, count): the FLOPs of a run that kept
+    1 or 0 step records equal those of the same run with every step kept (gpt-oss: 40 decode steps run past its
+    16-position sliding window), across two generate() calls, one left-padded."""
+    model = tiny_model(model_type, max_position_embeddings=512).eval()
+    ids = torch.randint(3, 60, (2, 7), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0
+    out = []
+    for max_steps in (10_000, 1, 0):
+        with torch.inference_mode(), runprof.track(model, memory=False, max_steps=max_steps) as t:
+            for m in (torch.ones_like(ids), mask):
+                model.generate(ids, attention_mask=m, max_new_tokens=40, min_new_tokens=40, do_sample=False,
+                               pad_token_id=0)
+        out.append(t.result.runtime.flops)
+    every = out[0]
+    assert every is not None and len(every.per_step) == 2 * 40
+    for f in out[1:]:
+        assert f is not None and len(f.per_step) <= 1
+        assert (f.total, f.total_eager_attention, f.by_phase, f.by_group, f.per_token) == \
+            (every.total, every.total_eager_attention, every.by_phase, every.by_group, every.per_token)

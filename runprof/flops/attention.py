@@ -52,6 +52,22 @@ class AttentionCore:
             return past + seq
         return min(past, self.window - 1) + seq
 
+    def keys_sum(self, past: int, seq: int, count: int) -> int:
+        """Σ of :meth:`keys` over ``count`` calls of ``seq`` positions, the first after ``past`` cached ones and
+        each next one ``seq`` later (a decode run), in closed form.
+
+        >>> core = AttentionCore("a", 0, "sliding", 4, 1, 1)
+        >>> core.keys_sum(1, 1, 5) == sum(core.keys(1 + i, 1) for i in range(5))
+        True
+        """
+        if self.kind == "full" or self.window is None:
+            return count * (past + seq) + seq * count * (count - 1) // 2
+        w1 = self.window - 1
+        if seq <= 0:
+            return count * min(past, w1)
+        below = 0 if past >= w1 else min(count, -(-(w1 - past) // seq))  # calls whose past is under the window
+        return below * past + seq * below * (below - 1) // 2 + (count - below) * w1 + count * seq
+
     def attended(self, past: int, seq: int) -> int:
         """Σ over the call's ``seq`` queries (positions past .. past + seq − 1) of the keys each attends."""
         lo, hi = past, past + seq

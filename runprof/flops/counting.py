@@ -16,7 +16,7 @@ from .attention import AttentionCore
 from .structure import ModelFlops, Weight
 
 if TYPE_CHECKING:
-    from ..tracking.collectors import StepMeta
+    from ..tracking.collectors import StepMeta, StepRun
 
 
 @dataclass
@@ -118,20 +118,34 @@ def _experts_by_phase(mf: ModelFlops, load_all: torch.Tensor, rows: dict[str, in
     return out
 
 
-def _experts_per_step(mf: ModelFlops, meta: Sequence[StepMeta], load_all: torch.Tensor,
-                      kseen: Sequence[int]) -> list[int] | None:
-    """Each step's routed-expert FLOPs, when each row's assignments are known: every step's rows × k add up to
-    the measured assignments of its phase in every layer (a row never has more than k), so each step had
-    exactly rows × k. None otherwise (skipped or zero-computation experts, k changed inside the region)."""
-    if not mf.experts:
-        return [0] * len(meta)
+def _expert_flops_per_row(mf: ModelFlops, rows: dict[str, int], load_all: torch.Tensor,
+                          kseen: Sequence[int]) -> int | None:
+    """The routed experts' FLOPs of every row, when each row's assignments are known: every phase's rows × k
+    (``rows``: rows per phase the step records saw) equal the measured assignments in every layer (a row never
+    has more than k), so each row had exactly k. None otherwise (skipped or zero-computation experts, k changed
+    inside the region)."""
     for p, phase in enumerate(FLOP_PHASES):
-        rows = sum(m.batch * m.seq for m in meta if m.phase == phase)
         for layer, cost in enumerate(mf.experts):
-            if not cost.dense and rows * kseen[layer] != int(load_all[p, layer, :cost.num_experts].sum()):
+            if not cost.dense and rows.get(phase, 0) * kseen[layer] != int(load_all[p, layer, :cost.num_experts].sum()):
                 return None
-    per_row = sum((c.num_experts if c.dense else k) * c.flops_per_assignment for c, k in zip(mf.experts, kseen))
-    return [m.batch * m.seq * per_row for m in meta]
+    return sum((c.num_experts if c.dense else k) * c.flops_per_assignment for c, k in zip(mf.experts, kseen))
+
+
+def run_flops(mf: ModelFlops, weights: Sequence[Weight], run: StepRun, plan: StepPlan) -> StepFlops:
+    """The summed FLOPs of a :class:`StepRun`'s calls, routed experts excluded: each call's rows, logits rows
+    and keys (summed in closed form), and the attended pairs of contiguous calls as one call of
+    ``count × seq`` positions."""
+    past, rows = max(run.context - run.seq, 0), run.batch * run.seq
+    keys = [core.keys_sum(past, run.seq, run.count) for core in plan.classes]
+    groups: dict[str, int] = defaultdict(int)
+    for group, seen, c, per_row in plan.terms:
+        n = rows * run.count if seen == "rows" else run.logits_rows * run.count if seen == "logits" else \
+            run.batch * keys[c]
+        groups[group] += n * per_row
+    causal = sum(run.batch * core.attended(past, run.seq * run.count) * f for core, f in zip(plan.classes, plan.pairs))
+    eager = sum(rows * t * f for t, f in zip(keys, plan.pairs))
+    groups["attention_core"] += causal
+    return StepFlops(dict(groups), causal, eager)
 
 
 def _per_row(total: int, rows: int) -> Stat:
@@ -139,10 +153,17 @@ def _per_row(total: int, rows: int) -> Stat:
 
 
 def count_flops(mf: ModelFlops, meta: Sequence[StepMeta], *, n_steps: int, rows: dict[str, int],
-                load_all: torch.Tensor | None, kseen: Sequence[int], unused: frozenset[str] | None) -> FlopsInfo | None:
-    """The run's FLOPs, or None when they cannot be measured: per-step records truncated, rows the step hook did
-    not see (a routing call before any forward), or an MoE model whose routing was not captured completely."""
-    if len(meta) != n_steps or sum(m.batch * m.seq for m in meta) != sum(rows.values()):
+                load_all: torch.Tensor | None, kseen: Sequence[int], unused: frozenset[str] | None,
+                runs: Sequence[StepRun] = ()) -> FlopsInfo | None:
+    """The run's FLOPs, or None when they cannot be measured: steps the step hook did not record (neither as a
+    kept step nor in a run past ``max_steps``), rows it did not see (a routing call before any forward), or an
+    MoE model whose routing was not captured completely."""
+    seen = dict.fromkeys(FLOP_PHASES, 0)
+    for m in meta:
+        seen[m.phase] += m.batch * m.seq
+    for r in runs:
+        seen[r.phase] += r.batch * r.seq * r.count
+    if len(meta) + sum(r.count for r in runs) != n_steps or sum(seen.values()) != sum(rows.values()):
         return None
     if mf.experts and load_all is None:
         return None
@@ -150,26 +171,31 @@ def count_flops(mf: ModelFlops, meta: Sequence[StepMeta], *, n_steps: int, rows:
     weights = _ran(mf.weights, dead) if dead else list(mf.weights)
     plan = StepPlan.of(mf, weights)
     steps = [step_flops(mf, weights, m, plan) for m in meta]
+    folded = [run_flops(mf, weights, r, plan) for r in runs]
     experts = _experts_by_phase(mf, load_all, rows) if mf.experts else dict.fromkeys(FLOP_PHASES, 0)
-    per_step_experts = _experts_per_step(mf, meta, load_all, kseen) if mf.experts else [0] * len(meta)
-    by_group = dict.fromkeys(FLOP_GROUPS, 0)
-    by_phase = dict(experts)
-    eager_extra = 0
-    for m, s in zip(meta, steps):
+    per_row = _expert_flops_per_row(mf, seen, load_all, kseen) if mf.experts else 0
+    by_group, by_phase, eager_extra = dict.fromkeys(FLOP_GROUPS, 0), dict(experts), 0
+    for phase, s in [*((m.phase, s) for m, s in zip(meta, steps)), *((r.phase, f) for r, f in zip(runs, folded))]:
         for g, v in s.groups.items():
             by_group[g if g in by_group else "other"] += v
-        by_phase[m.phase] += sum(s.groups.values())
+        by_phase[phase] += sum(s.groups.values())
         eager_extra += s.core_eager - s.core_causal
     by_group["routed_experts"] += sum(experts.values())
     total = sum(by_phase.values())
-    if per_step_experts is None:
+    if per_row is None:
         per_step = None
         per_token = sum((_per_row(by_phase[ph], rows.get(ph, 0)) for ph in FLOP_PHASES), Stat())
     else:
-        per_step = tuple(sum(s.groups.values()) + e for s, e in zip(steps, per_step_experts))
+        per_step = tuple(sum(s.groups.values()) + m.batch * m.seq * per_row for s, m in zip(steps, meta))
         per_token = sum((_per_row(f, m.batch * m.seq) for f, m in zip(per_step, meta)), Stat())
+        for r, f in zip(runs, folded):  # a run's heaviest call is its last (its keys only grow)
+            first, last = (sum(step_flops(mf, weights, x, plan).groups.values()) + r.batch * r.seq * per_row
+                           for x in (r.first(), r.last()))
+            rows_r = r.batch * r.seq
+            per_token += Stat(sum(f.groups.values()) + rows_r * r.count * per_row, rows_r * r.count,
+                              first // rows_r, -(-last // rows_r)) if rows_r else Stat()
     not_covered = tuple(n for n in mf.not_covered if _block(n) not in dead)
     return FlopsInfo(total, total + eager_extra, by_phase, by_group, per_token, per_step, not_covered)
 
 
-__all__ = ["StepFlops", "StepPlan", "count_flops", "step_flops"]
+__all__ = ["StepFlops", "StepPlan", "count_flops", "run_flops", "step_flops"]

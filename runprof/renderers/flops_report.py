@@ -20,9 +20,6 @@ def render_perf(r: TrackResult, width: int | None = None) -> str:
 
 def _why_no_flops(r: TrackResult) -> str:
     obs = r.runtime.observation
-    for cause, detail in obs.notes:
-        if cause is Cause.STEPS_TRUNCATED:
-            return describe(cause, detail).split(";")[0] + ": FLOPs need every step's record"
     if not obs.complete:
         return describe(Cause.ROUTING_NOT_OBSERVED, {"layer_steps": obs.missed_layer_steps + obs.misaligned_layer_steps,
                                                      "steps": obs.steps})

@@ -41,6 +41,31 @@ class StepMeta:
 
 
 @dataclass
+class StepRun:
+    """Forward calls past ``max_steps``, folded while they continue one another: ``count`` calls of ``batch`` x
+    ``seq`` rows (``logits_rows`` with logits each), the first attending ``context`` positions and each next one
+    ``seq`` more (a decode run). Enough for their FLOPs exactly, in memory that does not grow with the steps."""
+
+    phase: str
+    batch: int
+    seq: int
+    logits_rows: int
+    context: int
+    count: int = 1
+
+    def first(self) -> StepMeta:
+        return StepMeta(self.phase, self.batch, self.seq, 0, 0.0, self.context, self.logits_rows)
+
+    def last(self) -> StepMeta:
+        return StepMeta(self.phase, self.batch, self.seq, 0, 0.0, self.context + (self.count - 1) * self.seq,
+                        self.logits_rows)
+
+    def continues(self, phase: str, batch: int, seq: int, logits_rows: int, context: int) -> bool:
+        return (phase, batch, seq, logits_rows) == (self.phase, self.batch, self.seq, self.logits_rows) and \
+            context == self.context + self.count * seq
+
+
+@dataclass
 class GenerationState:
     """One ``generate()`` call (or one prefill without it): its config, its real prompt tokens (copies for
     beams or ``num_return_sequences`` included; a device count), which rows have fed their EOS."""
@@ -75,6 +100,7 @@ class StepCollector:
     def __init__(self, capture: Capture, max_steps: int = 10_000) -> None:
         self.capture = capture
         self.meta: list[StepMeta] = []
+        self.runs: list[StepRun] = []  # the steps past max_steps (their shapes, for FLOPs)
         self.max_steps = max_steps
         self.rows = dict.fromkeys(PHASES, 0)  # rows computed per phase (padding, finished rows included)
         self.generations: list[GenerationState] = []
@@ -118,7 +144,7 @@ class StepCollector:
         """A copy holding this record's steps; this collector starts over (its cache identities kept, so a
         decode step after the seal is still a decode step)."""
         sealed = copy.copy(self)
-        self.meta, self.rows, self.generations = [], dict.fromkeys(PHASES, 0), []
+        self.meta, self.runs, self.rows, self.generations = [], [], dict.fromkeys(PHASES, 0), []
         return sealed
 
     def __call__(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -141,9 +167,15 @@ class StepCollector:
         self.rows[phase] += batch * seq
         self._context = (mask.shape[1] if isinstance(mask, torch.Tensor) and mask.dim() == 2 else
                          seq + (self._context if phase == "decode" else 0))
-        if len(self.meta) < self.max_steps:
-            keep = kwargs.get("logits_to_keep", 0)
-            rows = batch * (keep if isinstance(keep, int) and 0 < keep < seq else seq)
+        keep = kwargs.get("logits_to_keep", 0)
+        rows = batch * (keep if isinstance(keep, int) and 0 < keep < seq else seq)
+        if len(self.meta) >= self.max_steps:
+            last = self.runs[-1] if self.runs else None
+            if last is not None and last.continues(phase, batch, seq, rows, self._context):
+                last.count += 1
+            else:
+                self.runs.append(StepRun(phase, batch, seq, rows, self._context))
+        else:
             events = None
             if self.cuda is not None:
                 events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))

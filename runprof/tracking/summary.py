@@ -153,7 +153,7 @@ def _perf(static: CountResult, cap: Capture, collector: StepCollector, c: Counte
     if model is None:
         return None, None
     flops = count_flops(model, collector.meta, n_steps=cap.n_steps, rows=dict(collector.rows),
-                        load_all=c.load_all if measured else None, kseen=c.kseen, unused=unused)
+                        load_all=c.load_all if measured else None, kseen=c.kseen, unused=unused, runs=collector.runs)
     return flops, utilization(model, flops, collector.meta, steps, lat, device=cap.main, dtype=static.model.dtype,
                               n_steps=cap.n_steps, peaks=peaks)
 
