@@ -198,3 +198,26 @@ def test_cli_under_torchrun(tmp_path: Path) -> None:
         (expected.tokens, expected.expert_load, expected.active_params_per_token, expected.experts_per_token,
          expected.counts)
     assert rt.forward_calls == expected.forward_calls and rt.steps == ()
+
+
+def test_collective_device_is_this_ranks_gpu(monkeypatch):
+    """The merge's tensors: the CPU for gloo (and a mixed group); for NCCL the model's CUDA device, else the
+    group's bound device, else cuda:LOCAL_RANK, never the current device by default (every rank on cuda:0)."""
+    from types import SimpleNamespace
+
+    from runprof.tracking.distributed import collective_device
+
+    def fake(backend, bound=None):
+        group = SimpleNamespace(bound_device_id=bound)
+        return SimpleNamespace(get_backend=lambda g: backend,
+                               distributed_c10d=SimpleNamespace(_get_default_group=lambda: group))
+
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert collective_device(fake("gloo"), None, torch.device("cuda", 3)) == torch.device("cpu")
+    assert collective_device(fake("cpu:gloo,cuda:nccl"), None) == torch.device("cpu")
+    assert collective_device(fake("nccl", torch.device("cuda", 1)), None, torch.device("cuda", 2)) == \
+        torch.device("cuda", 2)
+    assert collective_device(fake("nccl", torch.device("cuda", 1)), None, torch.device("cpu")) == \
+        torch.device("cuda", 1)
+    monkeypatch.setenv("LOCAL_RANK", "5")
+    assert collective_device(fake("nccl"), None) == torch.device("cuda", 5)
