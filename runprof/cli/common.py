@@ -170,6 +170,7 @@ def check_csv(folder: str | None, inputs: Iterable[str | os.PathLike[str] | None
             raise InvalidArgumentError(f"--csv {folder}: is inside runprof's own folder {PACKAGE_DIR}; write it "
                                        "somewhere else")
         _check_writable("--csv", str(folder), target / "table.csv")
+        target.mkdir(parents=True, exist_ok=True)  # made now: a folder that cannot be made is refused before the work
     except OSError as e:
         raise InvalidArgumentError(f"--csv {folder}: cannot use this path ({e.strerror or e})") from e
 

@@ -66,7 +66,7 @@ class StepPlan:
     kv_bytes: tuple[int, ...]  # per class: Σ kv_bytes_per_position of its cores
     terms: tuple[tuple[str, str, int, int], ...]  # (group, rows, class, Σ flops_per_row)
     bytes_per_expert: tuple[int, ...]  # per MoE layer: bytes of one routed expert
-    dense_expert_bytes: int | None  # Σ over dense-expert layers (every expert runs) of E x bytes; None: none dense
+    dense_expert_bytes: int  # Σ over dense-expert layers (every expert runs) of E x bytes per expert
 
     @staticmethod
     def of(mf: ModelFlops, weights: Sequence[Weight]) -> StepPlan:
@@ -84,9 +84,9 @@ class StepPlan:
         terms: dict[tuple[str, str, int], int] = defaultdict(int)
         for w in weights:
             terms[(w.group, w.rows, of_core[w.core or 0] if w.rows == "keys" else 0)] += w.flops_per_row
-        dense = [c.num_experts * c.bytes_per_expert for c in mf.experts if c.dense]
         return StepPlan(tuple(classes), tuple(pairs), tuple(kv), tuple((*k, v) for k, v in terms.items()),
-                        tuple(0 if c.dense else c.bytes_per_expert for c in mf.experts), sum(dense) if dense else None)
+                        tuple(0 if c.dense else c.bytes_per_expert for c in mf.experts),
+                        sum(c.num_experts * c.bytes_per_expert for c in mf.experts if c.dense))
 
 
 def step_flops(mf: ModelFlops, weights: Sequence[Weight], m: StepMeta, plan: StepPlan | None = None) -> StepFlops:

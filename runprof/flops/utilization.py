@@ -28,7 +28,7 @@ def step_bytes(mf: ModelFlops, m: StepMeta, touched: Sequence[int], plan: StepPl
     """Bytes one step reads (see the module docstring; ``plan``: :meth:`StepPlan.of` of ``mf``, computed once)."""
     plan = plan or StepPlan.of(mf, ())
     past = max(m.context - m.seq, 0)
-    experts = sum(map(operator.mul, touched, plan.bytes_per_expert)) + (plan.dense_expert_bytes or 0)
+    experts = sum(map(operator.mul, touched, plan.bytes_per_expert)) + plan.dense_expert_bytes
     kv = sum(m.batch * core.keys(past, m.seq) * b for core, b in zip(plan.classes, plan.kv_bytes))
     return mf.shared_weight_bytes + experts + kv
 

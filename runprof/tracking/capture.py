@@ -278,7 +278,7 @@ class Capture:
         rec[:, 1].scatter_add_(0, step, values * mask)
         rec[:, 2] = rec[:, 0]
         rec[:, 3:] = touched
-        with torch.inference_mode(False):
+        with _normal_tensors:
             self.steps = torch.cat([self.steps, rec[:keep]])
 
     def _append_trace(self, n: int) -> None:
@@ -295,7 +295,7 @@ class Capture:
             tr.ids[i][:, sl, :g.k] = g.stage[:, :n]
             if tr.weights[i] is not None:
                 if tr.weights[i].dtype is not g.trace_wdtype:
-                    with torch.inference_mode(False):
+                    with _normal_tensors:
                         tr.weights[i] = tr.weights[i].to(g.trace_wdtype)
                 tr.weights[i][:, sl, :g.k] = g.wstage[:, :n]
         tr.used = need
