@@ -177,7 +177,13 @@ def test_cli_under_torchrun(tmp_path: Path) -> None:
            "--prompt", str(prompt), "--lines", "--distributed", "--max-new-tokens", "3", "--no-memory",
            "--json", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    if proc.returncode != 0 and "Signal 6 (SIGABRT)" in proc.stderr:
+        # once in ~40 runs on this 2-core CI machine a gloo rank aborts (SIGABRT) before runprof reports; the
+        # launch is tried once more, and both stderr heads are shown if it fails again
+        first = proc.stderr[:3000]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
+        assert proc.returncode == 0, first + "\n--- again ---\n" + proc.stderr[:3000]
+    assert proc.returncode == 0, proc.stderr[:3000] + "\n...\n" + proc.stderr[-2000:]
     assert proc.stdout.count("verdict: ") == 1  # rank 0 reports, rank 1 prints nothing
     assert "merged across 2 ranks (gloo)" in proc.stdout
     data = json.loads(out.read_text())
